@@ -1,0 +1,370 @@
+"""The study's configuration: one dataclass per component, composed into `StudyConfig`.
+
+A profile is a named set of overrides over the defaults, nothing more: the defaults *are* the
+`smoke` profile (CPU, offline, built-in mini dataset, small random models), and `kaggle` / `colab`
+change sizes and model names for the GPU reproduction. Every field can be overridden from a notebook's
+`parameters` cell, from papermill `-p overrides "..."`, or from the command line (`--set key=value`).
+
+Widths that one component takes from another (feature widths, the sentence-embedding width) are
+left at 0 here and filled in at build time from the feature store and the text-target model, so they
+are linked in one place and saved with every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the schema."""
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = ""  # datasets are written here; "" = the environment's default (see qvidcap.env)
+    output_dir: str = ""  # features, checkpoints, metrics, figures; "" = the environment's default
+    vatex_input: str = ""  # a read-only VATEX copy to read from (e.g. /kaggle/input/vatex0110); "" = search
+
+
+@dataclass
+class DataConfig:
+    source: str = "mini"  # "mini" (built-in, generated) or "vatex"
+    fallback_to_mini: bool = True  # use the mini dataset when VATEX cannot be had (smoke profile only)
+    lenient: bool = True  # bad annotation records are skipped and recorded instead of raising
+    max_clips_per_split: int = 0  # 0 = every clip; a small number for quick runs
+    kaggle_datasets: tuple[str, ...] = (
+        "khaledatef1/vatex0110",
+        "khaledatef1/vatex011011",
+        "khaledatef1/vatex01101",
+    )
+    # the built-in mini dataset
+    mini_seed: int = 0  # the whole mini dataset is a function of this seed
+    mini_train_clips: int = 240
+    mini_validation_clips: int = 40
+    mini_test_clips: int = 60
+    mini_frame_size: int = 96  # pixels, square
+    mini_fps: int = 12
+    mini_seconds: float = 3.0  # clip length
+
+
+@dataclass
+class SamplingConfig:
+    num_keyframes: int = 4  # N keyframes per clip for DETR and CLIP (linspace over the clip)
+    temporal_frames: int = 16  # frames per VideoMAE pass
+    temporal_windows: int = 1  # 1 = one pass over the whole clip; N = one window per keyframe
+    temporal_size: int = 64  # side of the square VideoMAE input, pixels (224 for videomae-base)
+    keyframe_size: int = 96  # short side of decoded keyframes, pixels (DETR/CLIP resize further)
+
+
+@dataclass
+class FeatureConfig:
+    temporal_model: str = ""  # Hugging Face name, e.g. "MCG-NJU/videomae-base"; "" = small random VideoMAE
+    detector_model: str = ""  # e.g. "facebook/detr-resnet-50"; "" = small random DETR
+    clip_model: str = ""  # open_clip architecture, e.g. "ViT-B-32"; "" = small random ViT
+    clip_pretrained: str = ""  # open_clip weights tag, e.g. "openai"; "" = random weights
+    detection_threshold: float = 0.0  # keep boxes whose best class score exceeds this (0.8 in the original)
+    max_objects: int = 6  # at most this many boxes per keyframe, best score first
+    min_box_pixels: int = 7  # crops smaller than this on either side are dropped
+    batch_clips: int = 8  # clips per model batch
+    num_workers: int = 1  # decoding threads running ahead of the models
+    dtype: str = "auto"  # "auto" = float16 on GPU, float32 on CPU (stored features are always float16)
+    shard_clips: int = 128  # clips per shard file of the feature store
+    # sizes of the small random backbones (default profile only)
+    small_hidden_size: int = 64
+    small_layers: int = 2
+    small_heads: int = 4
+
+
+@dataclass
+class TextConfig:
+    sentence_model: str = "all-MiniLM-L6-v2"  # sentence-transformers model for the auxiliary targets
+    pos_model: str = "auto"  # spaCy pipeline for noun phrases and verbs; "auto" = spaCy if installed else rules
+    max_phrases: int = 8  # noun phrases / verbs kept per caption
+    batch_size: int = 256  # sentences per embedding batch
+
+
+@dataclass
+class HeadsConfig:
+    hidden_size: int = 64  # D: the common width every stream is projected to (1024 in the original)
+    num_heads: int = 4  # attention heads in every head (8 in the original)
+    num_object_queries: int = 4  # learned ObjectHead queries (8 in the original)
+    object_encoder_layers: int = 2  # transformer layers over [motion, objects, context]
+    global_layers: int = 1
+    dropout: float = 0.1
+    # linked at build time (0 = not yet known)
+    temporal_dim: int = 0  # width of the temporal stream (768 for videomae-base)
+    object_dim: int = 0  # width of object crop embeddings (512 for CLIP ViT-B/32)
+    context_dim: int = 0  # width of keyframe embeddings (512 for CLIP ViT-B/32)
+    text_embed_dim: int = 0  # width of the sentence embeddings the auxiliary losses compare to
+
+
+@dataclass
+class QFormerConfig:
+    num_queries: int = 8  # learned queries; their outputs become the decoder's prefix (15 in the original)
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 256
+    dropout: float = 0.1
+
+
+@dataclass
+class DecoderConfig:
+    kind: str = "deepseek_small"  # "deepseek_small" (random, word-level), "deepseek_vl2", or "hf" (any causal LM)
+    name: str = ""  # "deepseek-ai/deepseek-vl2-tiny", a local path, or an HF causal LM name ("gpt2")
+    train_mode: str = "full"  # "frozen", "lora" or "full"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    max_caption_tokens: int = 30  # caption tokens kept for training, EOS included
+    dtype: str = "auto"  # weights dtype of a pretrained decoder: "auto" = bfloat16/float16 on GPU, float32 on CPU
+    # sizes of the small DeepSeek-MoE decoder (default profile only)
+    small_hidden_size: int = 96
+    small_layers: int = 2
+    small_heads: int = 4
+    small_intermediate_size: int = 192
+    small_moe_intermediate_size: int = 64
+    small_experts: int = 4
+    small_experts_per_token: int = 2
+
+
+@dataclass
+class GenerationConfig:
+    num_beams: int = 3  # 5 in the original
+    max_new_tokens: int = 20  # 32 in the original
+    batch_size: int = 32  # clips per generate() call
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # "no", "fp16", "bf16"; "auto" = bf16 if supported, fp16 on other GPUs, no on CPU
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers
+    caption_weight: float = 0.4
+    object_weight: float = 0.2
+    action_weight: float = 0.2
+    global_weight: float = 0.2
+    captions_per_clip: int = 0  # 0 = every caption is a training sample; k = the first k per clip
+    save_every_steps: int = 0  # 0 = at the end of every epoch only
+    eval_clips: int = 40  # validation clips captioned each epoch for the quick metric
+    run_name: str = "qvidcap"
+
+
+@dataclass
+class EvalConfig:
+    split: str = "public_test"  # "validation" or "public_test"
+    spice: bool = False  # SPICE needs Stanford CoreNLP downloaded on first use
+    checkpoint: str = ""  # "" = the best checkpoint of train.run_name
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    max_upload_mb: int = 300
+    upload_folder: str = "uploads"
+    threads: int = 4
+
+
+@dataclass
+class StudyConfig:
+    profile: str = "smoke"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StudyConfig":
+        """Rebuild a config saved with `to_dict` (a checkpoint's or a feature store's); unknown keys fail."""
+        return apply_overrides(cls(), _flatten(values))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "StudyConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_GPU_COMMON: dict[str, Any] = {
+    "data.source": "vatex",
+    "data.fallback_to_mini": False,
+    "sampling.num_keyframes": 8,
+    "sampling.temporal_frames": 16,
+    "sampling.temporal_size": 224,
+    "sampling.keyframe_size": 360,
+    "features.temporal_model": "MCG-NJU/videomae-base",
+    "features.detector_model": "facebook/detr-resnet-50",
+    "features.clip_model": "ViT-B-32",
+    "features.clip_pretrained": "openai",
+    "features.detection_threshold": 0.8,
+    "features.max_objects": 10,
+    "features.batch_clips": 16,
+    "features.num_workers": 4,
+    "features.shard_clips": 512,
+    "text.sentence_model": "sentence-transformers/all-roberta-large-v1",
+    "text.pos_model": "en_core_web_sm",
+    "heads.hidden_size": 1024,
+    "heads.num_heads": 8,
+    "heads.num_object_queries": 8,
+    "qformer.num_queries": 15,
+    "qformer.num_heads": 8,
+    "qformer.intermediate_size": 4096,
+    "decoder.kind": "deepseek_vl2",
+    "decoder.name": "deepseek-ai/deepseek-vl2-tiny",
+    "decoder.train_mode": "frozen",
+    "generation.num_beams": 5,
+    "generation.max_new_tokens": 32,
+    "generation.batch_size": 16,
+    "train.epochs": 20,
+    "train.batch_size": 16,
+    "train.lr": 1e-4,
+    "train.mixed_precision": "auto",
+    "train.num_workers": 2,
+    "train.save_every_steps": 500,
+    "train.eval_clips": 200,
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {},  # the defaults above
+    "colab": {**_GPU_COMMON, "profile": "colab"},
+    "kaggle": {**_GPU_COMMON, "profile": "kaggle", "features.num_workers": 3},
+}
+
+
+def load_config(profile: str = "smoke", overrides: str | dict[str, Any] | None = None) -> StudyConfig:
+    """The config of a named profile with `overrides` applied on top.
+
+    `overrides` is a dict `{"train.epochs": 2}` or a string `"train.epochs=2 data.source=mini"`
+    (whitespace-separated `key=value`; tuple values comma-separated), the form papermill and the
+    command line pass.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    config = apply_overrides(StudyConfig(), {**PROFILES[profile], "profile": profile})
+    if overrides:
+        config = apply_overrides(config, parse_overrides(overrides) if isinstance(overrides, str) else overrides)
+    return config
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """`"a.b=1 c.d=x"` -> `{"a.b": "1", "c.d": "x"}`; values stay strings until checked against the schema."""
+    pairs: dict[str, str] = {}
+    for item in re.split(r"[\s;]+", text.strip()):
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=2)")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def apply_overrides(config: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
+    """A copy of `config` with dotted keys set; unknown keys and values of the wrong type raise ConfigError."""
+    config = dataclasses.replace(config, **{f.name: dataclasses.replace(getattr(config, f.name))
+                                            for f in dataclasses.fields(config)
+                                            if dataclasses.is_dataclass(getattr(config, f.name))})
+    known = _known_keys()
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; see qvidcap.config for the keys"
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+        section, _, name = key.rpartition(".")
+        target = getattr(config, section) if section else config
+        setattr(target, name, _coerce(key, value, known[key]))
+    return config
+
+
+def _known_keys() -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    hints = typing.get_type_hints(StudyConfig)
+    for f in dataclasses.fields(StudyConfig):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            for sub, sub_kind in typing.get_type_hints(kind).items():
+                keys[f"{f.name}.{sub}"] = sub_kind
+        else:
+            keys[f.name] = kind
+    return keys
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(f"{key} expects {getattr(kind, '__name__', kind)}, got {value!r} ({type(value).__name__})")
+
+    if typing.get_origin(kind) is tuple:
+        if isinstance(value, str):
+            return tuple(v for v in value.split(",") if v)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise bad()
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "false", "0", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+        raise bad()
+    if kind is int:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+        raise bad()
+    if kind is float:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    raise bad()
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

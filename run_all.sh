@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# QVidCap's one entry point on a local machine.
+#
+#   ./run_all.sh                      set up (first time) and run the whole study on the default profile
+#   ./run_all.sh test                 set up (first time) and run the test suite
+#   ./run_all.sh slow                 the slow tests too (full-size dry run of the GPU profile on CPU)
+#   ./run_all.sh setup                only create the virtual environment
+#   ./run_all.sh study --profile smoke --set "train.epochs=2" --from 03
+#
+# The first run creates .venv (torch is pinned here, for this machine only; Colab and Kaggle keep
+# their own) and a Jupyter kernel named "qvidcap" inside it, which papermill uses.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${QVIDCAP_VENV:-.venv}"
+PY="$VENV/bin/python"
+# the torch pair that installs offline here; override with QVIDCAP_TORCH="" to keep an existing torch
+TORCH_SPEC="${QVIDCAP_TORCH-torch==2.14.1 torchvision==0.29.1}"
+
+setup() {
+  local stamp="$VENV/.qvidcap-setup"
+  if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then return; fi
+  echo "== setting up $VENV (first run only)"
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  "$PY" -m pip install -q --upgrade pip
+  if [ -n "$TORCH_SPEC" ]; then "$PY" -m pip install -q $TORCH_SPEC; fi
+  "$PY" -m pip install -q -e ".[test]"
+  "$PY" -m ipykernel install --sys-prefix --name qvidcap --display-name "Python (qvidcap)" >/dev/null
+  touch "$stamp"
+}
+
+study() {
+  local profile="smoke" overrides="" from="00"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --profile) profile="$2"; shift 2 ;;
+      --set) overrides="$overrides $2"; shift 2 ;;
+      --from) from="$2"; shift 2 ;;
+      *) echo "unknown option $1 (expected --profile, --set, --from)" >&2; exit 2 ;;
+    esac
+  done
+  mkdir -p outputs
+  local total_start=$SECONDS
+  for nb in notebooks/[0-9][0-9]_*.ipynb; do
+    local name; name="$(basename "$nb")"
+    [[ "${name:0:2}" < "$from" ]] && continue
+    local start=$SECONDS
+    printf '== %-28s ' "$name"
+    if ! QVIDCAP_PROGRESS="${QVIDCAP_PROGRESS:-1}" "$PY" -m papermill "$nb" "outputs/$name" \
+        -k qvidcap --cwd notebooks -p profile "$profile" -p overrides "$overrides" \
+        --no-progress-bar --log-level WARNING > "outputs/${name%.ipynb}.log" 2>&1; then
+      echo "FAILED after $((SECONDS - start)) s"
+      tail -n 30 "outputs/${name%.ipynb}.log" >&2
+      echo "notebook $name failed; the executed copy with the error is outputs/$name" >&2
+      exit 1
+    fi
+    echo "$((SECONDS - start)) s"
+  done
+  echo "== study finished in $((SECONDS - total_start)) s; executed notebooks are in outputs/"
+}
+
+cmd="${1:-study}"
+case "$cmd" in
+  setup) setup ;;
+  study) shift || true; setup; study "$@" ;;
+  test) shift; setup; exec "$PY" -m pytest "$@" ;;
+  slow) shift; setup; exec "$PY" -m pytest -m slow "$@" ;;
+  --*) setup; study "$@" ;;
+  *) echo "usage: ./run_all.sh [study|test|slow|setup] [options]" >&2; exit 2 ;;
+esac
