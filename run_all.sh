@@ -30,33 +30,15 @@ setup() {
 }
 
 study() {
-  local profile="smoke" overrides="" from="00"
+  # the loop over notebooks lives in qvidcap/study.py (the Kaggle kernel runs the same one)
+  local args=()
   while [ $# -gt 0 ]; do
     case "$1" in
-      --profile) profile="$2"; shift 2 ;;
-      --set) overrides="$overrides $2"; shift 2 ;;
-      --from) from="$2"; shift 2 ;;
+      --profile|--set|--from) args+=("$1" "$2"); shift 2 ;;
       *) echo "unknown option $1 (expected --profile, --set, --from)" >&2; exit 2 ;;
     esac
   done
-  mkdir -p outputs
-  local total_start=$SECONDS
-  for nb in notebooks/[0-9][0-9]_*.ipynb; do
-    local name; name="$(basename "$nb")"
-    [[ "${name:0:2}" < "$from" ]] && continue
-    local start=$SECONDS
-    printf '== %-28s ' "$name"
-    if ! QVIDCAP_PROGRESS="${QVIDCAP_PROGRESS:-1}" "$PY" -m papermill "$nb" "outputs/$name" \
-        -k qvidcap --cwd notebooks -p profile "$profile" -p overrides "$overrides" \
-        --no-progress-bar --log-level WARNING > "outputs/${name%.ipynb}.log" 2>&1; then
-      echo "FAILED after $((SECONDS - start)) s"
-      tail -n 30 "outputs/${name%.ipynb}.log" >&2
-      echo "notebook $name failed; the executed copy with the error is outputs/$name" >&2
-      exit 1
-    fi
-    echo "$((SECONDS - start)) s"
-  done
-  echo "== study finished in $((SECONDS - total_start)) s; executed notebooks are in outputs/"
+  "$PY" -m qvidcap.study "${args[@]}"
 }
 
 cmd="${1:-study}"
