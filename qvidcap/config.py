@@ -38,19 +38,19 @@ class DataConfig:
     fallback_to_mini: bool = True  # use the mini dataset when VATEX cannot be had (smoke profile only)
     lenient: bool = True  # bad annotation records are skipped and recorded instead of raising
     max_clips_per_split: int = 0  # 0 = every clip; a small number for quick runs
-    kaggle_datasets: tuple[str, ...] = (
+    kaggle_datasets: tuple[str, ...] = (  # Kaggle copies of VATEX, downloaded in order; they hold different parts of the videos
         "khaledatef1/vatex0110",
         "khaledatef1/vatex011011",
         "khaledatef1/vatex01101",
     )
     # the built-in mini dataset
     mini_seed: int = 0  # the whole mini dataset is a function of this seed
-    mini_train_clips: int = 240
-    mini_validation_clips: int = 40
-    mini_test_clips: int = 60
+    mini_train_clips: int = 240  # clips in vatex_training_v1.0.json
+    mini_validation_clips: int = 40  # clips in vatex_validation_v1.0.json
+    mini_test_clips: int = 60  # clips in vatex_public_test_english_v1.1.json
     mini_frame_size: int = 96  # pixels, square
-    mini_fps: int = 12
-    mini_seconds: float = 3.0  # clip length
+    mini_fps: int = 12  # frames per second
+    mini_seconds: float = 3.0  # clip length, seconds
 
 
 @dataclass
@@ -69,14 +69,17 @@ class FeatureConfig:
     clip_model: str = ""  # open_clip architecture, e.g. "ViT-B-32"; "" = small random ViT
     clip_pretrained: str = ""  # open_clip weights tag, e.g. "openai"; "" = random weights
     detection_threshold: float = 0.0  # keep boxes whose best class score exceeds this (0.8 in the original)
-    max_objects: int = 6  # at most this many boxes per keyframe, best score first
+    max_objects: int = 3  # at most this many boxes per keyframe, best score first
     min_box_pixels: int = 7  # crops smaller than this on either side are dropped
     batch_clips: int = 8  # clips per model batch
+    detector_batch_frames: int = 32  # keyframes per DETR call (DETR is the memory-hungry model)
     num_workers: int = 1  # decoding threads running ahead of the models
     dtype: str = "auto"  # "auto" = float16 on GPU, float32 on CPU (stored features are always float16)
     shard_clips: int = 128  # clips per shard file of the feature store
-    # sizes of the small random backbones (default profile only)
-    small_hidden_size: int = 64
+    # random backbones (a model name left empty): "small" below, or "base" = the real architectures
+    # (VideoMAE-base, DETR-R50, ViT-B-32) with random weights, for benchmarks
+    random_size: str = "small"
+    small_hidden_size: int = 64  # width of the small VideoMAE, DETR transformer and ViT
     small_layers: int = 2
     small_heads: int = 4
 
@@ -121,6 +124,7 @@ class DecoderConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ()  # module names LoRA adapts; () = q/k/v/o_proj (DeepSeek) or peft's default for the model type
     max_caption_tokens: int = 30  # caption tokens kept for training, EOS included
     dtype: str = "auto"  # weights dtype of a pretrained decoder: "auto" = bfloat16/float16 on GPU, float32 on CPU
     # sizes of the small DeepSeek-MoE decoder (default profile only)
@@ -131,6 +135,9 @@ class DecoderConfig:
     small_moe_intermediate_size: int = 64
     small_experts: int = 4
     small_experts_per_token: int = 2
+    small_shared_experts: int = 1  # shared experts in each MoE layer (2 in deepseek-vl2-tiny)
+    small_dense_layers: int = 1  # first layers with a dense MLP instead of MoE (first_k_dense_replace)
+    small_min_word_count: int = 1  # words seen fewer times in the training captions become <unk>
 
 
 @dataclass
@@ -167,15 +174,19 @@ class EvalConfig:
     split: str = "public_test"  # "validation" or "public_test"
     spice: bool = False  # SPICE needs Stanford CoreNLP downloaded on first use
     checkpoint: str = ""  # "" = the best checkpoint of train.run_name
+    blind_candidates: int = 1000  # training captions tried as the caption-blind baseline (seeded sample)
+    blind_pool_clips: int = 2000  # training clips each candidate's consensus CIDEr is measured on (seeded sample)
+    seed: int = 0  # seeds the blind baseline's samples and the untrained model's random weights
 
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # interface to bind; "0.0.0.0" exposes the API to the network
     port: int = 5000
-    max_upload_mb: int = 300
-    upload_folder: str = "uploads"
-    threads: int = 4
+    max_upload_mb: float = 300.0  # largest accepted request body, MiB; larger uploads get 413
+    upload_folder: str = "uploads"  # uploads are written here under random names and removed after captioning
+    threads: int = 4  # waitress worker threads (requests served at once; generation itself is serialised)
+    cors_origins: str = "*"  # origins allowed to call the API from a browser, comma-separated
 
 
 @dataclass

@@ -16,6 +16,13 @@ class VideoIdError(ValueError):
     """A videoID that is not in the VATEX shape."""
 
 
+def format_video_id(youtube_id: str, start: int, end: int) -> str:
+    """`("0wR5jVB-WPk", 417, 427)` -> `"0wR5jVB-WPk_000417_000427"`; checked by `parse_video_id`."""
+    video_id = f"{youtube_id}_{int(start):06d}_{int(end):06d}"
+    parse_video_id(video_id)
+    return video_id
+
+
 def parse_video_id(video_id: str) -> tuple[str, int, int]:
     """`"0wR5jVB-WPk_000417_000427"` -> `("0wR5jVB-WPk", 417, 427)` (start and end in seconds)."""
     match = VIDEO_ID_PATTERN.match(video_id) if isinstance(video_id, str) else None
@@ -52,3 +59,7 @@ class ClipRecord:
     @property
     def has_video(self) -> bool:
         return self.video_path is not None and Path(self.video_path).is_file()
+
+    def to_annotation(self) -> dict:
+        """The record in the official VATEX JSON shape (`videoID`, `enCap`, `chCap`)."""
+        return {"videoID": self.video_id, "enCap": list(self.captions), "chCap": list(self.captions_zh)}

@@ -1,0 +1,184 @@
+"""The extraction step: every clip of a split through the extractors into the feature store.
+
+Decoding runs on a thread pool ahead of the models; clips already in the store are skipped (a re-run
+costs nothing, an interrupted one continues); clips that cannot be decoded are recorded in the store's
+`failures.jsonl` and skipped. With several workers (one per GPU), worker i takes every num_workers-th
+clip and writes its own shards. `qvidcap extract` runs it from a terminal, and under
+`accelerate launch` each process takes its rank as its worker index.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qvidcap.config import StudyConfig
+from qvidcap.data.records import ClipRecord
+from qvidcap.env import Environment
+from qvidcap.features.extractors import Extractors, build_extractors
+from qvidcap.features.store import FeatureStore
+from qvidcap.progress import progress
+from qvidcap.video import VideoDecodeError, sample_clips
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractionReport:
+    """What one extraction call did."""
+
+    split: str
+    store: Path
+    worker_index: int
+    num_workers: int
+    clips: int  # clips of the split in this worker's slice
+    already_stored: int  # skipped because the store had them
+    extracted: int
+    failed: int
+    seconds: float
+    failures: list[dict] = field(default_factory=list)  # this run's: video_id, reason, path
+    extractors: Extractors | None = field(default=None, repr=False)  # reuse them for the next split
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.extracted / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict:
+        """One row for a table of splits."""
+        return {"split": self.split, "clips": self.clips, "already stored": self.already_stored,
+                "extracted": self.extracted, "failed": self.failed, "seconds": round(self.seconds, 1),
+                "clips/s": round(self.clips_per_second, 1)}
+
+
+def store_root(env: Environment, dataset: str) -> Path:
+    """`<output_dir>/features/<dataset>`: one store per dataset, all splits in it."""
+    return env.output_dir / "features" / dataset
+
+
+def open_store_for(config: StudyConfig, env: Environment, dataset: str, device: str,
+                   extractors: Extractors | None = None) -> tuple[FeatureStore, Extractors]:
+    """The dataset's store and the extractors that fill it: the store's own saved ones when it has them."""
+    store = FeatureStore(store_root(env, dataset))
+    if extractors is None:
+        saved = store.extractors_dir
+        if (saved / "extractors.json").is_file():
+            extractors = build_extractors(config, device, weights_dir=saved)
+        else:
+            extractors = build_extractors(config, device)
+    store.initialise(extractors.describe())  # refuses extractors other than those that filled it
+    if not (store.extractors_dir / "extractors.json").is_file():
+        _save_once(extractors, store.extractors_dir)
+    return store, extractors
+
+
+def _save_once(extractors: Extractors, directory: Path) -> None:
+    """Save into a private folder, then rename it into place: concurrent workers never mix files."""
+    tmp = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
+    extractors.save(tmp)
+    try:
+        os.rename(tmp, directory)
+    except OSError:  # another worker got there first with the same extractors
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def extract_features(config: StudyConfig, env: Environment, split: str, *, worker_index: int = 0,
+                     num_workers: int = 1, clips: list[ClipRecord] | None = None,
+                     extractors: Extractors | None = None, dataset: str | None = None) -> ExtractionReport:
+    """Extract this worker's slice of a split into `<output_dir>/features/<dataset>`.
+
+    `clips` defaults to `qvidcap.data.load_clips(config, env, split).records`; `extractors` to the
+    store's saved ones (or new ones from the config); `dataset` to the clips' source ("mini", "vatex").
+    """
+    if not 0 <= worker_index < num_workers:
+        raise ValueError(f"worker_index must be in 0..{num_workers - 1}, got {worker_index}")
+    if clips is None:
+        from qvidcap.data import load_clips
+
+        clip_set = load_clips(config, env, split)
+        clips, dataset = clip_set.records, dataset or clip_set.source
+    dataset = dataset or config.data.source
+    store, extractors = open_store_for(config, env, dataset, env.device, extractors)
+
+    mine = sorted(clips, key=lambda r: r.video_id)[worker_index::num_workers]
+    todo = [r for r in mine if r.video_id not in store]
+    report = ExtractionReport(split, store.root, worker_index, num_workers, len(mine), len(mine) - len(todo), 0, 0, 0.0,
+                              extractors=extractors)
+    start = time.perf_counter()
+    batch = []
+    with store.writer(worker_index, config.features.shard_clips) as writer:
+        decoded = sample_clips(((r.video_id, r.video_path) for r in todo if r.video_path is not None),
+                               config.sampling, config.features.num_workers,
+                               prefetch=2 * config.features.batch_clips)
+        for record in todo:
+            if record.video_path is None:
+                _fail(store, report, record.video_id, "no video file for this videoID", None)
+        for video_id, result in progress(decoded, desc=f"extract {split}", total=sum(r.video_path is not None for r in todo)):
+            if isinstance(result, VideoDecodeError):
+                _fail(store, report, video_id, result.reason, result.path)
+                continue
+            batch.append(result)
+            if len(batch) >= config.features.batch_clips:
+                report.extracted += _extract_batch(extractors, batch, writer)
+                batch = []
+        report.extracted += _extract_batch(extractors, batch, writer)
+    report.seconds = time.perf_counter() - start
+    logger.info("%s: %d clips extracted (%.1f clips/s), %d already stored, %d failed -> %s", split, report.extracted,
+                report.clips_per_second, report.already_stored, report.failed, store.root)
+    return report
+
+
+def _extract_batch(extractors: Extractors, batch: list, writer) -> int:
+    for features in extractors.extract(batch):
+        writer.add(features)
+    return len(batch)
+
+
+def _fail(store: FeatureStore, report: ExtractionReport, video_id: str, reason: str, path: str | None) -> None:
+    logger.warning("skipping %s: %s", video_id, reason)
+    store.record_failure(video_id, reason, path)
+    report.failed += 1
+    report.failures.append({"video_id": video_id, "reason": reason, "path": path})
+
+
+def launcher_rank() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when started by `accelerate launch` / torchrun, else None."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return None
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", action="append", default=None,
+                        help="split to extract (repeatable; default: train, validation and public_test)")
+    parser.add_argument("--worker-index", type=int, default=None,
+                        help="this worker's slice of the clips (default: the process index under accelerate launch, else 0)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="how many workers share the clips (default: the process count under accelerate launch, else 1)")
+
+
+def main(args: argparse.Namespace, config: StudyConfig) -> int:
+    from qvidcap.env import detect_environment
+
+    launched = launcher_rank()
+    worker_index = args.worker_index if args.worker_index is not None else (launched[0] if launched else 0)
+    num_workers = args.num_workers if args.num_workers is not None else (launched[1] if launched else 1)
+    if launched and config.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            config.device = f"cuda:{launched[2]}"  # one GPU per process
+    env = detect_environment(config)
+    extractors = None
+    for split in args.split or ["train", "validation", "public_test"]:
+        report = extract_features(config, env, split, worker_index=worker_index, num_workers=num_workers,
+                                  extractors=extractors)
+        extractors = report.extractors
+        print(f"{split}: {report.summary()}")
+        for failure in report.failures:
+            print(f"  failed {failure['video_id']}: {failure['reason']}")
+    return 0

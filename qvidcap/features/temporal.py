@@ -1,0 +1,104 @@
+"""The motion stream: VideoMAE over the sampled frame windows, pooled over space to T time steps."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from qvidcap.config import FeatureConfig, SamplingConfig
+from qvidcap.features.loading import load_pretrained, state_digest
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # VideoMAE's own preprocessing (VideoMAEImageProcessor)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def videomae_config(features: FeatureConfig, sampling: SamplingConfig):
+    """The architecture of a random VideoMAE: small, or VideoMAE-base's (`features.random_size`)."""
+    from transformers import VideoMAEConfig
+
+    if features.random_size == "base":
+        return VideoMAEConfig(image_size=sampling.temporal_size, num_frames=sampling.temporal_frames)
+    return VideoMAEConfig(
+        image_size=sampling.temporal_size, patch_size=16, num_frames=sampling.temporal_frames, tubelet_size=2,
+        hidden_size=features.small_hidden_size, num_hidden_layers=features.small_layers,
+        num_attention_heads=features.small_heads, intermediate_size=4 * features.small_hidden_size,
+    )
+
+
+class TemporalExtractor:
+    """VideoMAE (no masking) over (K, F, S, S, 3) uint8 windows -> (K, T, Dt), T = F / tubelet size."""
+
+    def __init__(self, model, name: str, device: str, dtype: torch.dtype):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.name = name  # pretrained name or local path; "" = random weights
+        self.device, self.dtype = device, dtype
+        config = model.config
+        self.num_frames, self.image_size = config.num_frames, config.image_size
+        self.tubelet_size, self.patch_size = config.tubelet_size, config.patch_size
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
+        self.digest = "" if name else state_digest(model)
+
+    @classmethod
+    def build(cls, features: FeatureConfig, sampling: SamplingConfig, device: str, dtype: torch.dtype,
+              weights_dir: Path | None = None) -> "TemporalExtractor":
+        from transformers import VideoMAEModel
+
+        if weights_dir is not None and (weights_dir / "config.json").is_file():
+            model = VideoMAEModel.from_pretrained(weights_dir)
+            name = ""
+        elif features.temporal_model:
+            name = features.temporal_model
+            model = load_pretrained(name, lambda: VideoMAEModel.from_pretrained(name))
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = VideoMAEModel(videomae_config(features, sampling))
+            name = ""
+        extractor = cls(model, name, device, dtype)
+        extractor.check_sampling(sampling)
+        return extractor
+
+    def check_sampling(self, sampling: SamplingConfig) -> None:
+        if (sampling.temporal_frames, sampling.temporal_size) != (self.num_frames, self.image_size):
+            raise ValueError(
+                f"the temporal model takes {self.num_frames} frames of {self.image_size}x{self.image_size}, but "
+                f"sampling asks for {sampling.temporal_frames} of {sampling.temporal_size}; set "
+                f"sampling.temporal_frames={self.num_frames} sampling.temporal_size={self.image_size}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def steps(self) -> int:
+        """T: time steps one window yields (frames / tubelet size)."""
+        return self.num_frames // self.tubelet_size
+
+    @torch.inference_mode()
+    def __call__(self, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """(K, F, S, S, 3) uint8 windows -> (K, T, Dt) float32 (tokens averaged over space)."""
+        outputs = []
+        for chunk in windows.split(batch_size):
+            x = chunk.to(self.device, non_blocking=True).permute(0, 1, 4, 2, 3).to(self.dtype) / 255  # (k, F, 3, S, S)
+            x = (x - self.mean) / self.std
+            hidden = self.model(pixel_values=x).last_hidden_state  # (k, T * h * w, Dt)
+            k, _, dim = hidden.shape
+            hidden = hidden.view(k, self.steps, -1, dim).mean(dim=2)  # (k, T, Dt)
+            outputs.append(hidden.float().cpu())
+        return torch.cat(outputs)
+
+    def save(self, directory: Path) -> None:
+        """Random weights only: a pretrained model is rebuilt from its name."""
+        if not self.name:
+            self.model.save_pretrained(directory)
+
+    def describe(self) -> dict:
+        config = self.model.config
+        return {"class": "VideoMAEModel", "name": self.name, "dim": self.dim, "weights": self.digest or "pretrained",
+                "num_frames": self.num_frames, "image_size": self.image_size, "tubelet_size": self.tubelet_size,
+                "hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
+                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}

@@ -1,0 +1,252 @@
+"""Caption new video files with a trained checkpoint: the one pipeline behind `qvidcap caption`, the API
+and the demo notebook.
+
+`CaptionPipeline` loads the model, its tokenizer and the feature extractors once, from the checkpoint
+alone (it carries the resolved config and a copy of the extractors it was trained on, so features of a
+new video are made exactly as the training features were), and runs the study's own steps on each file:
+`video.sample_clip` -> `Extractors.extract` -> `collate_features` -> `QVidCap.generate`.
+Every result records the seconds spent in each stage.
+
+A video much longer than the training clips (VATEX clips last 10 s) is captioned window by window
+(`caption_windows`): each window decodes only its own frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from qvidcap.config import StudyConfig
+from qvidcap.video import SampledClip, VideoDecodeError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StageTimings:
+    """Seconds spent on one result, by stage (a batch's model time is shared equally by its clips)."""
+
+    decode_s: float = 0.0  # open the file, decode and resize the sampled frames
+    features_s: float = 0.0  # the three extractors (VideoMAE, DETR + CLIP crops, CLIP keyframes)
+    generation_s: float = 0.0  # heads, Q-Former and beam search
+
+    @property
+    def total_s(self) -> float:
+        return self.decode_s + self.features_s + self.generation_s
+
+    def to_dict(self) -> dict[str, float]:
+        return {**{k: round(v, 4) for k, v in asdict(self).items()}, "total_s": round(self.total_s, 4)}
+
+
+@dataclass
+class Caption:
+    """The caption of one video, or of one window of a long video."""
+
+    path: str
+    caption: str
+    timings: StageTimings = field(default_factory=StageTimings)
+    start_seconds: float = 0.0  # the stretch of the video captioned, end exclusive
+    end_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "caption": self.caption, "start_seconds": round(self.start_seconds, 3),
+                "end_seconds": round(self.end_seconds, 3), "timings": self.timings.to_dict()}
+
+
+class CaptionPipeline:
+    """Model, tokenizer and extractors loaded once; video files in, captions out.
+
+    Thread-safe: decoding runs in the caller's thread, the model calls (extractors and generation)
+    take one lock, so one pipeline can serve concurrent requests.
+    """
+
+    def __init__(self, model, tokenizer, extractors, config: StudyConfig, device: str = "cpu"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.extractors = extractors
+        self.config = config
+        self.device = device
+        self._model_lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "CaptionPipeline":
+        """Everything from one checkpoint directory (`<output>/checkpoints/<run_name>/best`)."""
+        from qvidcap.checkpoint import load_captioner
+        from qvidcap.features.extractors import build_extractors, load_extractors
+
+        path = Path(path)
+        model, config, tokenizer = load_captioner(path, device)
+        extractors_dir = path / "extractors"
+        if extractors_dir.is_dir():
+            extractors = load_extractors(extractors_dir, device)
+        else:  # pretrained backbones are named in the config and rebuilt from their weights
+            logger.info("checkpoint %s has no extractors/ folder; building them from its config", path)
+            extractors = build_extractors(config, device)
+        return cls(model, tokenizer, extractors, config, device)
+
+    def caption(self, path: str | Path) -> Caption:
+        """The caption of one video file; VideoDecodeError if it cannot be decoded."""
+        return self.caption_many([path])[0]
+
+    def caption_many(self, paths: Sequence[str | Path]) -> list[Caption]:
+        """Captions of several files, batched through the models; VideoDecodeError on the first bad file."""
+        from qvidcap.video import sample_clip
+
+        decoded = []
+        for path in paths:
+            start = time.perf_counter()
+            clip = sample_clip(path, self.config.sampling)
+            decoded.append((clip, time.perf_counter() - start, (0.0, clip.info.seconds)))
+        return self._caption_clips(decoded)
+
+    def caption_windows(self, path: str | Path, window_seconds: float) -> list[Caption]:
+        """Captions of consecutive `window_seconds`-long windows of one (long) video, in order."""
+        captions: list[Caption] = []
+        batch: list[tuple[SampledClip, float, tuple[float, float]]] = []
+        batch_size = max(1, self.config.generation.batch_size)
+        windows = sample_windows(path, self.config.sampling, window_seconds)
+        while True:
+            start = time.perf_counter()
+            window = next(windows, None)
+            if window is not None:
+                span, clip = window
+                batch.append((clip, time.perf_counter() - start, span))
+            if batch and (window is None or len(batch) == batch_size):
+                captions += self._caption_clips(batch)
+                batch = []
+            if window is None:
+                return captions
+
+    def _caption_clips(self, decoded: list[tuple[SampledClip, float, tuple[float, float]]]) -> list[Caption]:
+        """Features and generation for decoded clips, `generation.batch_size` at a time."""
+        batch_size = max(1, self.config.generation.batch_size)
+        captions: list[Caption] = []
+        for first in range(0, len(decoded), batch_size):
+            chunk = decoded[first:first + batch_size]
+            clips = [clip for clip, _, _ in chunk]
+            with self._model_lock:
+                start = time.perf_counter()
+                features = self.extractors.extract(clips)
+                features_s = time.perf_counter() - start
+                start = time.perf_counter()
+                texts = self._generate(features)
+                generation_s = time.perf_counter() - start
+            for (clip, decode_s, (start_s, end_s)), text in zip(chunk, texts):
+                timings = StageTimings(decode_s, features_s / len(chunk), generation_s / len(chunk))
+                captions.append(Caption(clip.path, text, timings, start_s, end_s))
+        return captions
+
+    def _generate(self, features) -> list[str]:
+        import torch
+
+        from qvidcap.features.clip_features import collate_features
+
+        batch = collate_features(features)
+        generation = self.config.generation
+        with torch.inference_mode():
+            return self.model.generate(
+                temporal=batch["temporal"].to(self.device),
+                context=batch["context"].to(self.device),
+                objects=batch["objects"].to(self.device),
+                object_mask=batch["object_mask"].to(self.device),
+                num_beams=generation.num_beams,
+                max_new_tokens=generation.max_new_tokens,
+            )
+
+
+def window_bounds(num_frames: int, window_frames: int) -> list[tuple[int, int]]:
+    """(start, end) frame indices, end exclusive, of consecutive windows covering every frame; a last
+    window shorter than half a window is merged into the one before it."""
+    if num_frames < 1 or window_frames < 1:
+        raise ValueError(f"window_bounds needs num_frames >= 1 and window_frames >= 1, got {num_frames}, {window_frames}")
+    bounds = [(start, min(start + window_frames, num_frames)) for start in range(0, num_frames, window_frames)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < window_frames / 2:
+        bounds[-2:] = [(bounds[-2][0], num_frames)]
+    return bounds
+
+
+def sample_windows(path: str | Path, sampling, window_seconds: float) -> Iterator[tuple[tuple[float, float], SampledClip]]:
+    """((start, end) seconds, clip) for consecutive `window_seconds` windows, each sampled like a whole clip.
+
+    The file is opened once; each window decodes only its own frames (one `get_batch` over that
+    window's indices), so a long video never sits in memory whole.
+    """
+    import numpy as np
+
+    from qvidcap import video
+
+    if not window_seconds > 0:
+        raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
+    decode_side = max(sampling.keyframe_size, sampling.temporal_size)
+    reader, info = video._open_resized(path, decode_side)
+    fps = info.fps if info.fps > 0 else 25.0
+    for start, end in window_bounds(info.num_frames, max(1, round(window_seconds * fps))):
+        key_idx = start + video.evenly_spaced(end - start, sampling.num_keyframes)  # (N,)
+        temp_idx = start + video.temporal_indices(end - start, sampling, key_idx - start)  # (W, F)
+        frames = video._get_frames(reader, path, np.concatenate([key_idx, temp_idx.reshape(-1)]))
+        keyframes = video._resize_short(frames[: len(key_idx)], sampling.keyframe_size)  # (N, H, W, 3)
+        temporal = video._center_square(frames[len(key_idx):], sampling.temporal_size)  # (W * F, S, S, 3)
+        temporal = temporal.reshape(*temp_idx.shape, *temporal.shape[1:])  # (W, F, S, S, 3)
+        clip = video.SampledClip(video_id=f"{Path(path).stem}@{start}", path=str(path), temporal=temporal,
+                                 keyframes=keyframes, temporal_indices=temp_idx, keyframe_indices=key_idx, info=info)
+        yield (start / fps, end / fps), clip
+
+
+def plot_caption(path: str | Path, caption: str, num_frames: int = 4, size: int = 160, ax_width: float = 2.6):
+    """A row of `num_frames` evenly spaced frames of a video with its caption as the title; the figure."""
+    import matplotlib.pyplot as plt
+
+    from qvidcap.video import read_frames
+
+    frames = read_frames(path, num_frames, size)  # (F, H, W, 3)
+    fig, axes = plt.subplots(1, len(frames), figsize=(ax_width * len(frames), ax_width * 0.8), squeeze=False)
+    for ax, frame in zip(axes[0], frames):
+        ax.imshow(frame)
+        ax.axis("off")
+    fig.suptitle(f"{Path(path).name}: {caption}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- the `qvidcap caption` command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to caption")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. outputs/checkpoints/qvidcap/best)")
+    parser.add_argument("--json", action="store_true", help="print one JSON list of results instead of path<TAB>caption lines")
+    parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                        help="caption long videos window by window, each caption with its start and end time")
+
+
+def main(args: argparse.Namespace, config: StudyConfig) -> int:
+    from qvidcap.env import resolve_device
+
+    pipeline = CaptionPipeline.from_checkpoint(args.checkpoint, device=resolve_device(config.device))
+    results: list[dict] = []
+    failures = 0
+    for path in args.videos:
+        try:
+            if args.window:
+                windows = pipeline.caption_windows(path, args.window)
+                results.append({"path": path, "windows": [w.to_dict() for w in windows]})
+            else:
+                results.append(pipeline.caption(path).to_dict())
+        except (VideoDecodeError, ValueError) as e:
+            failures += 1
+            print(f"qvidcap caption: {e}", file=sys.stderr)
+            results.append({"path": path, "error": str(e)})
+            continue
+        if not args.json:
+            for item in results[-1].get("windows", [results[-1]]):
+                span = f"{item['start_seconds']:.1f}-{item['end_seconds']:.1f}s\t" if args.window else ""
+                print(f"{path}\t{span}{item['caption']}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failures == len(args.videos) else 0

@@ -1,0 +1,389 @@
+"""Caption scores as papers report them on VATEX: pycocoevalcap's BLEU-1..4, METEOR, ROUGE-L, CIDEr-D
+(and SPICE when asked and it can run), ×100, over all references of each clip, after its PTB tokenizer.
+
+Rules for awkward input, applied the same way to every system scored (model, baselines):
+
+- **The scored set is the reference set.** Every clip in `references` is scored; predictions for
+  other clips are ignored (logged). The scores carry the scored set (dataset, split, number of clips,
+  references per clip) and its exact clip IDs, so a partial copy of VATEX is never taken for the full one.
+- **A clip with no prediction** raises `MissingPredictionError` naming the clips; pass
+  `missing="empty"` to score such clips as an empty caption instead (recorded in the scores).
+- **An empty prediction** is a real output and is scored as it is: 0 on every metric.
+- **Text is sanitised** before the Java tools see it (`sanitize_caption`): reduced to ASCII (accents
+  dropped, other characters become spaces) and every line break, tab or control character becomes a
+  space, so one caption stays one line (a stray `\\r` misaligns the PTB tokenizer and breaks METEOR).
+- **References may differ in number per clip** (CIDEr and BLEU average or clip over whatever a clip
+  has); empty references are dropped, and a clip left with none raises `ScoringError`.
+
+CIDEr's IDF comes from the references of the clips being scored, so scores on a subset, or with
+fewer references per clip, are not comparable with full-set numbers (and a handful of clips gives a
+CIDEr near 0). `quick_cider` is a Java-free CIDEr-D for the per-epoch metric of training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import socket
+import subprocess
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+MIN_CLIPS_FOR_CIDER = 10  # below this CIDEr's IDF is meaningless (one clip gives 0); scores warn
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_QUICK_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+class ScoringError(ValueError):
+    """Predictions or references that cannot be scored as given."""
+
+
+class MissingPredictionError(ScoringError):
+    """Clips of the scored set that have no prediction."""
+
+    def __init__(self, missing: list[str], total: int):
+        self.missing = missing
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        super().__init__(
+            f"{len(missing)} of {total} clips to score have no prediction: {shown}; caption them, "
+            "drop them from the references (the scored set is stated with the scores), "
+            "or pass missing='empty' to score them as empty captions"
+        )
+
+
+class JavaNotFoundError(RuntimeError):
+    """pycocoevalcap's tokenizer, METEOR and SPICE run on Java, and there is none."""
+
+
+# ---------------------------------------------------------------------------------------------
+# text
+
+
+def sanitize_caption(text: str) -> str:
+    """One clean ASCII line: accents dropped (café -> cafe), line breaks, tabs and other non-ASCII
+    characters turned into spaces, runs of spaces collapsed. The Java tools break on anything else."""
+    if not isinstance(text, str):
+        raise ScoringError(f"a caption must be a string, got {text!r} ({type(text).__name__})")
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = _CONTROL.sub(" ", text)
+    text = "".join(ch if ch.isascii() else " " for ch in text)
+    return " ".join(text.split())
+
+
+def simple_tokenize(text: str) -> str:
+    """A Java-free stand-in for the PTB tokenizer: lower-cased words and numbers, punctuation dropped."""
+    return " ".join(_QUICK_TOKEN.findall(sanitize_caption(text).lower()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Java-free CIDEr-D
+
+
+def quick_cider(predictions: dict[str, str], references: dict[str, list[str]]) -> float:
+    """CIDEr-D ×100 of `predictions` against `references` without Java.
+
+    pycocoevalcap's own CIDEr-D scorer (σ=6, clipping, ×10) with `simple_tokenize` in place of the
+    PTB tokenizer: close to, not identical with, the reported CIDEr. Scored set = the clips of
+    `references` that have a prediction; clips without one are skipped (the trainer captions a sample).
+    """
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    scorer = CiderScorer(n=4, sigma=6.0)
+    scored = 0
+    for video_id, refs in references.items():
+        if video_id not in predictions:
+            continue
+        tokenized_refs = [r for r in (simple_tokenize(c) for c in refs) if r]
+        if not tokenized_refs:
+            continue
+        scorer += (simple_tokenize(predictions[video_id]), tokenized_refs)
+        scored += 1
+    if scored == 0:
+        raise ScoringError("quick_cider found no clip with both a prediction and a non-empty reference")
+    score, _ = scorer.compute_score()
+    return float(score) * 100.0
+
+
+class ConsensusCider:
+    """CIDEr-D of many candidate captions against one fixed pool of reference clips, vectorised.
+
+    Gives the same numbers as pycocoevalcap's `CiderScorer` over the pool (IDF from the pool's
+    references, its length quirk included) but computes the reference vectors once, so scoring a
+    candidate against thousands of clips costs one sparse column slice. Captions must be tokenized.
+    """
+
+    def __init__(self, references: dict[str, list[str]], n: int = 4, sigma: float = 6.0):
+        from scipy import sparse
+
+        self.n, self.sigma = n, sigma
+        self.video_ids = list(references)
+        ref_counts = [_ngram_counts(r, n) for refs in references.values() for r in refs]
+        self.ref_clip = np.repeat(np.arange(len(self.video_ids)), [len(r) for r in references.values()])
+        self.refs_per_clip = np.array([len(r) for r in references.values()], dtype=float)
+        if (self.refs_per_clip == 0).any():
+            raise ScoringError("ConsensusCider needs at least one reference per clip")
+        document_frequency: dict[tuple[str, ...], int] = {}
+        start = 0
+        for count in self.refs_per_clip.astype(int):
+            for gram in {g for c in ref_counts[start:start + count] for g in c}:
+                document_frequency[gram] = document_frequency.get(gram, 0) + 1
+            start += count
+        self.log_num_clips = np.log(float(len(self.video_ids)))
+        self.column = {gram: i for i, gram in enumerate(document_frequency)}
+        self.idf = np.array([self.log_num_clips - np.log(max(1.0, df)) for df in document_frequency.values()])
+        self.gram_order = np.array([len(g) - 1 for g in document_frequency])
+        rows, cols, vals = [], [], []
+        self.ref_norm = np.zeros((len(ref_counts), n))  # (R, n)
+        self.ref_length = np.zeros(len(ref_counts))  # pycocoevalcap counts bigrams as the "length"
+        for i, counts in enumerate(ref_counts):
+            for gram, tf in counts.items():
+                j = self.column[gram]
+                weight = tf * self.idf[j]
+                rows.append(i), cols.append(j), vals.append(weight)
+                self.ref_norm[i, len(gram) - 1] += weight**2
+                if len(gram) == 2:
+                    self.ref_length[i] += tf
+        self.ref_norm = np.sqrt(self.ref_norm)
+        self.ref_weights = sparse.csc_matrix((vals, (rows, cols)), shape=(len(ref_counts), len(self.column)))
+
+    def score(self, candidate: str) -> np.ndarray:
+        """CIDEr-D (pycocoevalcap's scale, not ×100) of `candidate` against every clip of the pool: (num_clips,)."""
+        counts = _ngram_counts(candidate, self.n)
+        known = [(self.column[g], tf) for g, tf in counts.items() if g in self.column]
+        hyp_norm = np.zeros(self.n)
+        for gram, tf in counts.items():
+            j = self.column.get(gram)
+            hyp_norm[len(gram) - 1] += (tf * (self.idf[j] if j is not None else self.log_num_clips)) ** 2
+        hyp_norm = np.sqrt(hyp_norm)
+        hyp_length = sum(tf for g, tf in counts.items() if len(g) == 2)
+        overlap = np.zeros((len(self.ref_length), self.n))  # (R, n)
+        if known:
+            cols = np.array([j for j, _ in known])
+            hyp = np.array([tf for _, tf in known]) * self.idf[cols]  # (k,)
+            ref = self.ref_weights[:, cols].toarray()  # (R, k)
+            clipped = np.minimum(hyp[None, :], ref) * ref  # (R, k)
+            for order in range(self.n):
+                overlap[:, order] = clipped[:, self.gram_order[cols] == order].sum(axis=1)
+        denominator = hyp_norm[None, :] * self.ref_norm  # (R, n)
+        similarity = np.where(denominator != 0, overlap / np.where(denominator != 0, denominator, 1.0), overlap)
+        penalty = np.exp(-((hyp_length - self.ref_length) ** 2) / (2 * self.sigma**2))  # (R,)
+        per_ref = similarity.mean(axis=1) * penalty  # (R,)
+        per_clip = np.bincount(self.ref_clip, weights=per_ref, minlength=len(self.video_ids))
+        return per_clip / self.refs_per_clip * 10.0
+
+
+def _ngram_counts(sentence: str, n: int) -> dict[tuple[str, ...], int]:
+    words = sentence.split()
+    counts: dict[tuple[str, ...], int] = {}
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            gram = tuple(words[i:i + k])
+            counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# the full pycocoevalcap protocol
+
+
+@dataclass
+class ScoredSet:
+    """Which clips a set of scores is over: never compare scores over different sets."""
+
+    dataset: str  # "mini" or "vatex" (or "" when not stated)
+    split: str  # "public_test", "validation", ...
+    num_clips: int
+    refs_per_clip_min: int
+    refs_per_clip_max: int
+    refs_per_clip_mean: float
+    video_ids: list[str] = field(repr=False)
+    missing_scored_as_empty: list[str] = field(default_factory=list, repr=False)
+
+    def describe(self) -> str:
+        refs = (f"{self.refs_per_clip_min}" if self.refs_per_clip_min == self.refs_per_clip_max
+                else f"{self.refs_per_clip_min}-{self.refs_per_clip_max} (mean {self.refs_per_clip_mean:.1f})")
+        return f"{self.dataset or 'dataset?'} {self.split or 'split?'}: {self.num_clips} clips, {refs} references per clip"
+
+
+@dataclass
+class CaptionScores:
+    """Corpus scores ×100, per-clip scores, the scored set, and metrics that could not run (with why)."""
+
+    corpus: dict[str, float]  # BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE), ×100
+    per_clip: pd.DataFrame  # index videoID; CIDEr, BLEU-4, METEOR, ROUGE-L (SPICE) ×100, prediction
+    scored_set: ScoredSet
+    skipped: dict[str, str] = field(default_factory=dict)  # metric -> reason it was not computed
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        scored = asdict(self.scored_set)
+        scored.pop("video_ids")
+        return {"scores": self.corpus, "scored_set": {**scored, "description": self.scored_set.describe()},
+                "skipped": self.skipped, "notes": self.notes}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `scores.json`, `per_clip.csv` and `clip_ids.txt` (the exact scored clips) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "clip_ids.txt").write_text("\n".join(self.scored_set.video_ids) + "\n")
+        self.per_clip.to_csv(directory / "per_clip.csv")
+        path = directory / "scores.json"
+        path.write_text(json.dumps({**self.to_dict(), "clip_ids_file": "clip_ids.txt"}, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CaptionScores":
+        directory = Path(directory)
+        saved = json.loads((directory / "scores.json").read_text())
+        scored = {k: v for k, v in saved["scored_set"].items() if k != "description"}
+        video_ids = (directory / "clip_ids.txt").read_text().split()
+        per_clip = pd.read_csv(directory / "per_clip.csv", index_col=0, keep_default_na=False)
+        return cls(saved["scores"], per_clip, ScoredSet(video_ids=video_ids, **scored), saved["skipped"], saved["notes"])
+
+
+def require_java() -> str:
+    """Path of the `java` executable, or a JavaNotFoundError that says how to get one."""
+    java = shutil.which("java")
+    if java is None:
+        raise JavaNotFoundError(
+            "Java was not found on PATH, and pycocoevalcap's PTB tokenizer, METEOR and SPICE run on it: "
+            "install a Java runtime (apt-get install default-jre, or conda install openjdk) "
+            "or use qvidcap.metrics.quick_cider for a Java-free CIDEr"
+        )
+    return java
+
+
+def score_captions(predictions: dict[str, str], references: dict[str, list[str]], *, spice: bool = False,
+                   missing: str = "error", dataset: str = "", split: str = "") -> CaptionScores:
+    """Score `predictions` (videoID -> caption) against `references` (videoID -> captions) the COCO way.
+
+    See the module docstring for the rules on missing, empty and non-ASCII captions. `spice=True`
+    adds SPICE when it can run; when it cannot (no CoreNLP and no network, Java too new) it is
+    recorded in `skipped` with the reason instead of failing the evaluation.
+    """
+    if missing not in ("error", "empty"):
+        raise ScoringError(f"missing={missing!r}; expected 'error' or 'empty'")
+    gts, res, missing_ids = _prepare(predictions, references, missing)
+    require_java()
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts_tok, res_tok = _ptb_tokenize(gts), _ptb_tokenize(res)
+    video_ids = list(gts)
+    corpus: dict[str, float] = {}
+    per_clip = pd.DataFrame(index=pd.Index(video_ids, name="videoID"))
+    bleu, bleu_clip = Bleu(4).compute_score(gts_tok, res_tok, verbose=0)
+    for k in range(4):
+        corpus[f"BLEU-{k + 1}"] = 100.0 * bleu[k]
+    per_clip["BLEU-4"] = 100.0 * np.asarray(bleu_clip[3])
+    meteor_scorer = Meteor()
+    try:
+        meteor, meteor_clip = meteor_scorer.compute_score(gts_tok, res_tok)
+    finally:
+        del meteor_scorer
+    corpus["METEOR"], per_clip["METEOR"] = 100.0 * meteor, 100.0 * np.asarray(meteor_clip)
+    rouge, rouge_clip = Rouge().compute_score(gts_tok, res_tok)
+    corpus["ROUGE-L"], per_clip["ROUGE-L"] = 100.0 * float(rouge), 100.0 * np.asarray(rouge_clip)
+    cider, cider_clip = Cider().compute_score(gts_tok, res_tok)
+    corpus["CIDEr"], per_clip["CIDEr"] = 100.0 * float(cider), 100.0 * np.asarray(cider_clip)
+    skipped: dict[str, str] = {}
+    if spice:
+        spice_result = _try_spice(gts_tok, res_tok)
+        if isinstance(spice_result, str):
+            skipped["SPICE"] = spice_result
+            logger.warning("SPICE skipped: %s", spice_result)
+        else:
+            corpus["SPICE"], per_clip["SPICE"] = spice_result[0], spice_result[1].to_numpy()
+    per_clip["prediction"] = [res[v][0] for v in video_ids]
+    per_clip["prediction_tokens"] = [res_tok[v][0] for v in video_ids]
+    counts = [len(gts[v]) for v in video_ids]
+    scored_set = ScoredSet(dataset, split, len(video_ids), min(counts), max(counts), float(np.mean(counts)),
+                           video_ids, missing_ids)
+    notes = []
+    if len(video_ids) < MIN_CLIPS_FOR_CIDER:
+        notes.append(f"only {len(video_ids)} clips scored: CIDEr's IDF needs many clips, so CIDEr is not meaningful")
+    if missing_ids:
+        notes.append(f"{len(missing_ids)} clips had no prediction and were scored as empty captions")
+    logger.info("scored %s: CIDEr %.1f, BLEU-4 %.1f", scored_set.describe(), corpus["CIDEr"], corpus["BLEU-4"])
+    return CaptionScores(corpus, per_clip, scored_set, skipped, notes)
+
+
+def _prepare(predictions: dict[str, str], references: dict[str, list[str]], missing: str
+             ) -> tuple[dict[str, list[dict]], dict[str, list[dict]], list[str]]:
+    """Apply the rules: sanitise, drop empty references, check coverage. Inputs in pycocoevalcap's form."""
+    if not references:
+        raise ScoringError("no clips to score: the references are empty")
+    missing_ids = sorted(v for v in references if v not in predictions)
+    if missing_ids and missing == "error":
+        raise MissingPredictionError(missing_ids, len(references))
+    extra = [v for v in predictions if v not in references]
+    if extra:
+        logger.info("%d predictions are for clips outside the scored set and are ignored", len(extra))
+    gts, res, no_refs = {}, {}, []
+    for video_id, refs in references.items():
+        if isinstance(refs, str):
+            raise ScoringError(f"references of {video_id!r} must be a list of captions, got a string {refs!r}")
+        clean = [c for c in (sanitize_caption(r) for r in refs) if c]
+        if not clean:
+            no_refs.append(video_id)
+            continue
+        gts[video_id] = [{"caption": c} for c in clean]
+        res[video_id] = [{"caption": sanitize_caption(predictions.get(video_id, ""))}]
+    if no_refs:
+        raise ScoringError(f"{len(no_refs)} clips have no non-empty reference caption: {', '.join(no_refs[:10])}; "
+                           "drop them from the scored set")
+    return gts, res, missing_ids
+
+
+def _ptb_tokenize(captions: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """pycocoevalcap's PTB tokenizer (lower-cased, punctuation dropped); empty captions stay empty."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    non_empty = {k: [c for c in v if c["caption"]] for k, v in captions.items()}
+    non_empty = {k: v for k, v in non_empty.items() if v}
+    tokenized = PTBTokenizer().tokenize(non_empty) if non_empty else {}
+    out: dict[str, list[str]] = {}
+    for key, caps in captions.items():
+        it = iter(tokenized.get(key, []))
+        out[key] = [next(it) if c["caption"] else "" for c in caps]
+    return out
+
+
+def _try_spice(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float, pd.Series] | str:
+    """SPICE ×100 (corpus, per clip), or the reason it cannot run here."""
+    try:
+        from pycocoevalcap.spice import get_stanford_models as corenlp
+        from pycocoevalcap.spice.spice import Spice
+    except ImportError as e:
+        return f"pycocoevalcap's SPICE could not be imported ({e})"
+    jar = Path(corenlp.SPICEDIR) / corenlp.SPICELIB / f"{corenlp.JAR}.jar"
+    if not jar.exists():
+        try:
+            socket.create_connection(("nlp.stanford.edu", 80), timeout=10).close()
+        except OSError as e:
+            return (f"SPICE needs Stanford CoreNLP ({corenlp.JAR}), which is not downloaded and "
+                    f"nlp.stanford.edu cannot be reached ({e}); run once with network, or copy the jar to {jar}")
+    try:
+        scorer = Spice()
+        score, clip_scores = scorer.compute_score(gts, res)
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"SPICE failed to run ({type(e).__name__}: {e}); it is known to fail on Java newer than 8 and offline"
+    per_clip = pd.Series([s["All"]["f"] for s in clip_scores], index=sorted(gts), dtype=float) * 100.0
+    return 100.0 * float(score), per_clip.reindex(list(gts))  # Spice scores clips in sorted order
+
+
+def references_of(records: Iterable) -> dict[str, list[str]]:
+    """videoID -> reference captions of `ClipRecord`s (anything with `.video_id` and `.captions`)."""
+    return {r.video_id: list(r.captions) for r in records}

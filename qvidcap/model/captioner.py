@@ -1,0 +1,193 @@
+"""QVidCap: features → heads → Q-Former → prefix → language decoder → caption.
+
+`encode_video` is the one path from features to prefix; `forward` (training) and `generate`
+(evaluation, serving) both call it.
+
+Decoder input, training and generation alike: `[prefix (Qf), start token, caption tokens]`, where the
+start token is the tokenizer's BOS (EOS where it has none) and captions already end with EOS
+(`tokenize_captions`). Labels are -100 on the prefix, on the start token and on padding, so the loss is
+over the caption tokens and their EOS only. Generation feeds `[prefix, start]` as `inputs_embeds` and
+lets the decoder continue with its KV cache until EOS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from qvidcap.config import StudyConfig
+from qvidcap.model.decoder import build_decoder
+from qvidcap.model.heads import ActionHead, GlobalHead, InputProjection, ObjectHead
+from qvidcap.model.qformer import CaptionHead, QFormer
+from qvidcap.model.tokenizer import caption_start_id
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class VideoEncoding:
+    object_embeds: torch.Tensor  # (B, Q, E)
+    action_embeds: torch.Tensor  # (B, Q, E), L2-normalised
+    global_embed: torch.Tensor  # (B, E)
+    prefix: torch.Tensor  # (B, Qf, H) in the decoder's input-embedding space
+    object_attention: torch.Tensor  # (B, Q, T + P + N): ObjectHead queries over [motion, objects, context]
+    interaction: torch.Tensor  # (B, T, Q): ActionHead motion-object weights
+    qformer_attention: torch.Tensor  # (B, Qf, 2Q + 1): Q-Former queries over [objects, actions, global]
+
+
+@dataclass
+class CaptionerOutput:
+    caption_loss: torch.Tensor  # scalar: mean cross-entropy over caption tokens (EOS included)
+    logits: torch.Tensor  # (B, L, V): logits[:, i] predicts input_ids[:, i]
+    object_embeds: torch.Tensor  # (B, Q, E)
+    action_embeds: torch.Tensor  # (B, Q, E)
+    global_embed: torch.Tensor  # (B, E)
+
+
+def link_widths(config: StudyConfig, feature_dims: dict[str, int], text_embed_dim: int) -> StudyConfig:
+    """A copy of `config` with the heads' input widths and the sentence-embedding width filled in.
+
+    `feature_dims` is `{"temporal": Dt, "object": Do, "context": Dc}` (a feature store's `feature_dims`).
+    """
+    missing = {"temporal", "object", "context"} - set(feature_dims)
+    if missing:
+        raise ValueError(f"feature_dims {feature_dims!r} lacks {sorted(missing)}; expected temporal, object, context")
+    heads = dataclasses.replace(config.heads, temporal_dim=int(feature_dims["temporal"]),
+                                object_dim=int(feature_dims["object"]), context_dim=int(feature_dims["context"]),
+                                text_embed_dim=int(text_embed_dim))
+    return dataclasses.replace(config, heads=heads)
+
+
+class QVidCap(nn.Module):
+    def __init__(self, config: StudyConfig, decoder: nn.Module, tokenizer: PreTrainedTokenizerBase):
+        super().__init__()
+        if config.heads.text_embed_dim <= 0:
+            raise ValueError(f"heads.text_embed_dim is {config.heads.text_embed_dim!r}; fill it (and the feature "
+                             "widths) with qvidcap.model.link_widths before building the model")
+        self.config = config
+        self.tokenizer = tokenizer
+        width = config.heads.hidden_size
+        hidden = decoder.get_input_embeddings().embedding_dim
+        self.projection = InputProjection(config.heads)
+        self.object_head = ObjectHead(config.heads)
+        self.action_head = ActionHead(config.heads)
+        self.global_head = GlobalHead(config.heads)
+        self.qformer = QFormer(width, config.qformer)
+        self.caption_head = CaptionHead(width, hidden)
+        self.decoder = decoder
+        self.start_id = caption_start_id(tokenizer)
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
+
+    def encode_video(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
+                     object_mask: torch.Tensor) -> VideoEncoding:
+        """temporal (B, T, Dt), context (B, N, Dc), objects (B, P, Do), object_mask (B, P) 1 = real box."""
+        # 1. every stream to the common width D
+        streams = self.projection(temporal, context, objects, object_mask)
+        # 2. the three heads, each reading what the one before produced
+        obj = self.object_head(streams)  # ξ (B, Q, D)
+        act = self.action_head(streams.motion, obj.queries)  # (B, Q, D)
+        glo = self.global_head(streams.motion, obj.queries, act.features)  # (B, D)
+        # 3. the Q-Former reads the heads; the CaptionHead maps its queries into the decoder's space
+        q = self.qformer(obj.queries, act.features, glo.features)  # (B, Qf, D)
+        prefix = self.caption_head(q.queries)  # (B, Qf, H)
+        return VideoEncoding(obj.embeds, act.embeds, glo.embed, prefix, obj.attention, act.interaction, q.attention)
+
+    def _decoder_inputs(self, prefix: torch.Tensor, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[prefix (Qf), start (1), tokens (L)] as embeddings (B, Qf + 1 + L, H) in the decoder's dtype."""
+        embed = self.decoder.get_input_embeddings()
+        start = torch.full((prefix.shape[0], 1), self.start_id, dtype=torch.long, device=prefix.device)
+        tokens = start if input_ids is None else torch.cat([start, input_ids], dim=1)  # (B, 1 + L)
+        token_embeds = embed(tokens)  # (B, 1 + L, H)
+        return torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (B, Qf + 1 + L, H)
+
+    def forward(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
+                object_mask: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CaptionerOutput:
+        """Caption loss and head outputs. input_ids (B, L) end with EOS and are right-padded;
+        attention_mask (B, L) is 1 on real tokens, 0 on padding."""
+        # 1. encode the clip into head outputs and a prefix
+        enc = self.encode_video(temporal, context, objects, object_mask)
+        B, Qf, _ = enc.prefix.shape
+        # 2. the decoder reads [prefix, start, caption]
+        inputs_embeds = self._decoder_inputs(enc.prefix, input_ids)  # (B, Qf + 1 + L, H)
+        seen = torch.ones(B, Qf + 1, dtype=attention_mask.dtype, device=attention_mask.device)
+        mask = torch.cat([seen, attention_mask], dim=1)  # (B, Qf + 1 + L)
+        logits = self.decoder(inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False).logits
+        # 3. position Qf + i predicts caption token i: keep those logits, score only real tokens
+        logits = logits[:, Qf: Qf + input_ids.shape[1]].float()  # (B, L, V)
+        labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)  # (B, L)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        return CaptionerOutput(loss, logits, enc.object_embeds, enc.action_embeds, enc.global_embed)
+
+    @torch.inference_mode()
+    def generate_ids(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
+                     object_mask: torch.Tensor, num_beams: int | None = None, max_new_tokens: int | None = None,
+                     use_cache: bool = True) -> torch.Tensor:
+        """Generated token ids (B, ≤ max_new_tokens), padded with pad id after EOS. Runs in eval mode
+        (dropout off) and restores the previous mode afterwards."""
+        num_beams = num_beams or self.config.generation.num_beams
+        max_new_tokens = max_new_tokens or self.config.generation.max_new_tokens
+        was_training = self.training
+        self.eval()
+        try:
+            enc = self.encode_video(temporal, context, objects, object_mask)
+            inputs_embeds = self._decoder_inputs(enc.prefix)  # (B, Qf + 1, H)
+            mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+            return self.decoder.generate(
+                inputs_embeds=inputs_embeds, attention_mask=mask, num_beams=num_beams, do_sample=False,
+                max_new_tokens=max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+                bos_token_id=self.start_id, use_cache=use_cache,
+            )  # (B, new tokens): with inputs_embeds only, generate returns only the new tokens
+        finally:
+            self.train(was_training)
+
+    def generate(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
+                 object_mask: torch.Tensor, num_beams: int | None = None, max_new_tokens: int | None = None,
+                 use_cache: bool = True) -> list[str]:
+        """One caption per clip (greedy when num_beams is 1, else beam search), special tokens stripped."""
+        ids = self.generate_ids(temporal, context, objects, object_mask, num_beams, max_new_tokens, use_cache)
+        return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every weight except a frozen decoder's (those come back from the pretrained checkpoint)."""
+        frozen = {f"decoder.{n}" for n, p in self.decoder.named_parameters() if not p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k not in frozen}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load what `trainable_state_dict` saved; anything else missing or extra is an error."""
+        frozen = {f"decoder.{n}" for n, p in self.decoder.named_parameters() if not p.requires_grad}
+        result = self.load_state_dict(state, strict=False)
+        missing = sorted(set(result.missing_keys) - frozen)
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"state dict does not fit this model: missing {missing[:20]}, "
+                               f"unexpected {result.unexpected_keys[:20]}; was it saved with another config?")
+
+    def parameter_table(self) -> pd.DataFrame:
+        """Trainable and frozen parameter counts per component."""
+        rows = []
+        for name, module in self.named_children():
+            params = list(module.parameters())
+            trainable = sum(p.numel() for p in params if p.requires_grad)
+            rows.append({"component": name, "trainable": trainable,
+                         "frozen": sum(p.numel() for p in params) - trainable})
+        table = pd.DataFrame(rows).set_index("component")
+        table.loc["total"] = table.sum()
+        return table
+
+
+def build_captioner(config: StudyConfig, tokenizer: PreTrainedTokenizerBase, device: str = "cpu") -> QVidCap:
+    """The whole model for `config` (widths linked, see `link_widths`), on the CPU; `device` picks the
+    decoder's dtype ("auto": half precision for a pretrained decoder on GPU). Move it with `.to(device)`."""
+    decoder = build_decoder(config.decoder, tokenizer, device)
+    model = QVidCap(config, decoder, tokenizer)
+    logger.info("built QVidCap: %s trainable of %s parameters", f"{model.parameter_table().loc['total', 'trainable']:,}",
+                f"{model.parameter_table().loc['total'].sum():,}")
+    return model

@@ -1,0 +1,165 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qvidcap.config import load_config
+from qvidcap.features.clip_features import ClipFeatures, collate_features
+from qvidcap.model import build_captioner, build_tokenizer, link_widths, tokenize_captions
+
+CAPTIONS = ["a red circle moves left .", "a blue square grows", "the green triangle bounces up and down"]
+DIMS = {"temporal": 12, "object": 10, "context": 8}
+SMALL = ("heads.hidden_size=16 heads.num_heads=2 heads.num_object_queries=3 qformer.num_queries=4 "
+         "qformer.num_heads=2 qformer.intermediate_size=32 decoder.small_hidden_size=32 decoder.small_layers=2 "
+         "decoder.small_intermediate_size=48 decoder.small_moe_intermediate_size=16 heads.dropout=0 qformer.dropout=0")
+
+
+def clip(i, num_objects):
+    g = torch.Generator().manual_seed(i)
+    return ClipFeatures(f"v{i}", torch.randn(2, 12, generator=g), torch.randn(4, 8, generator=g),
+                        torch.randn(num_objects, 10, generator=g), torch.zeros(num_objects, 4), torch.ones(num_objects),
+                        torch.zeros(num_objects, dtype=torch.long), torch.zeros(num_objects, dtype=torch.long))
+
+
+def batch_of(tokenizer, captions=CAPTIONS, max_tokens=30):
+    features = collate_features([clip(i, n) for i, n in enumerate([2, 0, 5][: len(captions)])])
+    ids = tokenize_captions(tokenizer, captions, max_tokens)
+    length = max(map(len, ids))
+    input_ids = torch.tensor([i + [tokenizer.pad_token_id] * (length - len(i)) for i in ids])
+    attention_mask = torch.tensor([[1] * len(i) + [0] * (length - len(i)) for i in ids])
+    features.pop("video_ids")
+    return features, input_ids, attention_mask
+
+
+@pytest.fixture
+def built():
+    torch.manual_seed(0)
+    config = link_widths(load_config("smoke", SMALL), DIMS, 6)
+    tokenizer = build_tokenizer(config, CAPTIONS)
+    return build_captioner(config, tokenizer).eval(), tokenizer
+
+
+def test_link_widths_fills_the_heads_widths():
+    config = link_widths(load_config(), DIMS, 6)
+    assert (config.heads.temporal_dim, config.heads.object_dim, config.heads.context_dim) == (12, 10, 8)
+    assert config.heads.text_embed_dim == 6 and load_config().heads.temporal_dim == 0
+    with pytest.raises(ValueError, match="lacks"):
+        link_widths(load_config(), {"temporal": 1}, 6)
+
+
+def test_encode_video_and_forward_shapes(built):
+    model, tokenizer = built
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    enc = model.encode_video(**features)
+    assert enc.object_embeds.shape == (3, 3, 6) and enc.action_embeds.shape == (3, 3, 6)
+    assert enc.global_embed.shape == (3, 6) and enc.prefix.shape == (3, 4, 32)
+    assert enc.qformer_attention.shape == (3, 4, 7) and enc.object_attention.shape == (3, 3, 2 + 5 + 4)
+    out = model(**features, input_ids=input_ids, attention_mask=attention_mask)
+    assert out.logits.shape == (*input_ids.shape, len(tokenizer)) and out.caption_loss.ndim == 0
+
+
+def test_loss_counts_real_tokens_and_eos_only(built):
+    model, tokenizer = built
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    out = model(**features, input_ids=input_ids, attention_mask=attention_mask)
+    real = attention_mask.bool()
+    last = input_ids.gather(1, (attention_mask.sum(1) - 1)[:, None]).squeeze(1)
+    assert (last == tokenizer.eos_token_id).all()  # every caption ends with EOS, inside the mask
+    expected = F.cross_entropy(out.logits[real], input_ids[real])
+    torch.testing.assert_close(out.caption_loss, expected)
+    other_pad = input_ids.masked_fill(~real, 5)  # whatever sits in the padding changes nothing
+    again = model(**features, input_ids=other_pad, attention_mask=attention_mask)
+    torch.testing.assert_close(again.caption_loss, out.caption_loss)
+    torch.testing.assert_close(again.logits[real], out.logits[real])
+
+
+def test_the_prefix_reaches_the_decoder(built):
+    model, tokenizer = built
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    out = model(**features, input_ids=input_ids, attention_mask=attention_mask)
+    changed = dict(features, temporal=features["temporal"] + 1.0)
+    assert not torch.allclose(model(**changed, input_ids=input_ids, attention_mask=attention_mask).logits, out.logits)
+    model.train()
+    model(**features, input_ids=input_ids, attention_mask=attention_mask).caption_loss.backward()
+    assert model.projection.temporal[0].weight.grad.abs().sum() > 0
+
+
+def slow_greedy(model, features, max_new_tokens):
+    """Reference decode: the full sequence re-run every step, no KV cache, one clip at a time."""
+    captions = []
+    for b in range(features["temporal"].shape[0]):
+        one = {k: v[b: b + 1] for k, v in features.items()}
+        prefix = model.encode_video(**one).prefix
+        tokens = []
+        for _ in range(max_new_tokens):
+            embeds = model._decoder_inputs(prefix, torch.tensor([tokens], dtype=torch.long))
+            next_id = int(model.decoder(inputs_embeds=embeds, use_cache=False).logits[0, -1].argmax())
+            tokens.append(next_id)
+            if next_id == model.eos_id:
+                break
+        captions.append(tokens)
+    return captions
+
+
+def overfit(model, tokenizer, steps=60):
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**features, input_ids=input_ids, attention_mask=attention_mask).caption_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return features, loss.item()
+
+
+def test_training_one_batch_drives_the_loss_down_and_generation_stops_at_eos(built):
+    model, tokenizer = built
+    features, loss = overfit(model, tokenizer)
+    assert loss < 0.1
+    expected = [tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in CAPTIONS]
+    assert model.generate(**features, num_beams=1, max_new_tokens=20) == expected
+    assert model.generate(**features, num_beams=3, max_new_tokens=20) == expected
+    ids = model.generate_ids(**features, num_beams=1, max_new_tokens=20)
+    assert ids.shape[1] < 20  # all stopped at EOS before the limit
+    assert model.training  # generate restored the mode it found
+
+
+def test_greedy_with_kv_cache_equals_the_slow_reference_decode(built):
+    model, tokenizer = built
+    features, _ = overfit(model, tokenizer, steps=8)  # half-trained: varied, non-trivial continuations
+    model.eval()
+    fast = model.generate_ids(**features, num_beams=1, max_new_tokens=8)
+    for row, reference in zip(fast.tolist(), slow_greedy(model, features, 8)):
+        assert row[: len(reference)] == reference
+        assert all(t == tokenizer.pad_token_id for t in row[len(reference):])
+
+
+def test_beam_search_with_and_without_cache_agree_and_batching_changes_nothing(built):
+    model, tokenizer = built
+    features, _ = overfit(model, tokenizer, steps=8)
+    cached = model.generate(**features, num_beams=3, max_new_tokens=8)
+    assert cached == model.generate(**features, num_beams=3, max_new_tokens=8, use_cache=False)
+    one_by_one = [model.generate(**{k: v[b: b + 1] for k, v in features.items()}, num_beams=3, max_new_tokens=8)[0]
+                  for b in range(3)]
+    assert cached == one_by_one
+
+
+def test_trainable_state_dict_leaves_out_a_frozen_decoder_and_round_trips(built):
+    _, tokenizer = built
+    config = link_widths(load_config("smoke", SMALL + " decoder.train_mode=frozen"), DIMS, 6)
+    model = build_captioner(config, tokenizer)
+    state = model.trainable_state_dict()
+    assert state and not any(k.startswith("decoder.") for k in state)
+    table = model.parameter_table()
+    assert table.loc["decoder", "trainable"] == 0 and table.loc["decoder", "frozen"] > 0
+    assert table.loc["total", "trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    fresh = build_captioner(config, tokenizer)
+    fresh.load_trainable_state_dict(state)
+    torch.testing.assert_close(fresh.qformer.queries, model.qformer.queries)
+    with pytest.raises(RuntimeError, match="missing"):
+        fresh.load_trainable_state_dict({k: v for k, v in state.items() if not k.startswith("qformer.")})
+
+
+def test_full_mode_keeps_the_decoder_in_the_trainable_state(built):
+    model, _ = built
+    assert any(k.startswith("decoder.") for k in model.trainable_state_dict())

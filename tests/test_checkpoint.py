@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from qvidcap import checkpoint as ckpt
+from qvidcap.checkpoint import CheckpointError, find_checkpoint, load_captioner, load_training_state, save_checkpoint
+from qvidcap.model import build_captioner, link_widths
+from qvidcap.model.tokenizer import build_word_tokenizer
+from synthetic_training import make_clips, tiny_config
+from qvidcap.features.clip_features import collate_features
+
+
+def tiny_model(tmp_path):
+    config = link_widths(tiny_config(tmp_path), {"temporal": 16, "object": 16, "context": 16}, 24)
+    records, features = make_clips(4, "train")
+    tokenizer = build_word_tokenizer([c for r in records for c in r.captions])
+    torch.manual_seed(0)
+    return build_captioner(config, tokenizer), config, tokenizer, collate_features(list(features.values()))
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    model, config, tokenizer, clips = tiny_model(tmp_path)
+    extractors = tmp_path / "store" / "extractors"
+    extractors.mkdir(parents=True)
+    (extractors / "state.json").write_text("{}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(clips["temporal"], clips["context"], clips["objects"], clips["object_mask"],
+          torch.ones(4, 3, dtype=torch.long), torch.ones(4, 3, dtype=torch.long)).caption_loss.backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "ckpt", model, config, tokenizer, extractors_dir=extractors, optimizer=optimizer,
+                           trainer_state={"step": 7, "epoch": 1, "position": 16})
+    loaded, loaded_config, loaded_tokenizer = load_captioner(path)
+    assert loaded_config == config and loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
+    assert (path / "extractors" / "state.json").is_file()
+    model.eval()
+    inputs = (clips["temporal"], clips["context"], clips["objects"], clips["object_mask"])
+    assert loaded.generate(*inputs, num_beams=1) == model.generate(*inputs, num_beams=1)
+    for name, value in model.trainable_state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    state = torch.load(path / "training_state.pt", weights_only=True)  # no pickled code
+    assert set(state) == {"optimizer", "scheduler", "rng"} and state["optimizer"]["state"]
+    assert load_training_state(path)["trainer"]["step"] == 7
+    assert set(load_file(str(path / "model.safetensors"))) == set(model.trainable_state_dict())
+
+
+def test_missing_weights_are_reported(tmp_path):
+    model, config, tokenizer, _ = tiny_model(tmp_path)
+    path = save_checkpoint(tmp_path / "ckpt", model, config, tokenizer)
+    weights = load_file(str(path / "model.safetensors"))
+    dropped = sorted(weights)[0]
+    del weights[dropped]
+    weights["not.a.weight"] = torch.zeros(1)
+    save_file(weights, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="1 missing trainable weights") as error:
+        load_captioner(path)
+    assert dropped in str(error.value) and "not.a.weight" in str(error.value)
+    load_captioner(path, strict=False)  # logged, not raised
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    model, config, tokenizer, _ = tiny_model(tmp_path)
+    path = save_checkpoint(tmp_path / "last", model, config, tokenizer, trainer_state={"step": 1})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_tokenizer", broken)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model, config, tokenizer, trainer_state={"step": 2})
+    assert json.loads((path / "trainer_state.json").read_text())["step"] == 1
+    load_captioner(path)
+
+
+def test_find_checkpoint(tmp_path):
+    config = tiny_config(tmp_path)
+    with pytest.raises(CheckpointError, match="qvidcap train"):
+        find_checkpoint(config, tmp_path / "outputs")
+    model, linked, tokenizer, _ = tiny_model(tmp_path)
+    save_checkpoint(tmp_path / "outputs" / "checkpoints" / "qvidcap" / "best", model, linked, tokenizer)
+    assert find_checkpoint(config, tmp_path / "outputs").name == "best"

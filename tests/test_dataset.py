@@ -1,0 +1,41 @@
+import torch
+
+from qvidcap.dataset import CaptionDataset, EpochSampler, collate_samples, epoch_order, select_captions
+from qvidcap.data.records import ClipRecord
+from synthetic_training import make_training_data, tiny_config
+
+
+def test_select_captions_per_clip():
+    records = [ClipRecord("a_000000_000001", "train", ["one", " ", "two", "three"]), ClipRecord("b_000000_000001", "train", [])]
+    assert select_captions(records) == [("a_000000_000001", c) for c in ("one", "two", "three")]
+    assert select_captions(records, 2) == [("a_000000_000001", "one"), ("a_000000_000001", "two")]
+
+
+def test_collate_pads_tokens_and_targets(tmp_path):
+    data = make_training_data(tiny_config(tmp_path), tmp_path, num_train=8, num_validation=4)
+    assert len(data.train) == 8 * 3
+    samples = [data.train[i] for i in (0, 5, 7)]
+    batch = collate_samples(samples, pad_token_id=0)
+    B = 3
+    L = max(len(s.targets.token_ids) for s in samples)
+    assert batch["input_ids"].shape == (B, L) and batch["attention_mask"].sum(1).tolist() == [len(s.targets.token_ids) for s in samples]
+    assert batch["objects"].shape[:2] == batch["object_mask"].shape and batch["temporal"].dtype == torch.float32
+    K = max(s.targets.object_embeds.shape[0] for s in samples)
+    assert batch["object_targets"].shape == (B, K, data.text_targets.embed_dim)
+    assert batch["object_target_mask"].sum(1).tolist() == [s.targets.object_embeds.shape[0] for s in samples]
+    assert batch["action_targets"].shape[0] == B and batch["global_target"].shape == (B, data.text_targets.embed_dim)
+    assert batch["captions"] == [s.caption for s in samples]
+
+
+def test_clips_without_features_are_skipped(tmp_path):
+    data = make_training_data(tiny_config(tmp_path), tmp_path, num_train=4, num_validation=2)
+    extra = ClipRecord("zzz_000000_000001", "train", ["a red circle moves to the left"])
+    records = [ClipRecord(v, "train", [c]) for v, c in data.train.samples] + [extra]
+    assert len(CaptionDataset(records, data.train.features, data.text_targets)) == len(data.train)
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    assert epoch_order(50, 0, 1) == epoch_order(50, 0, 1)
+    assert epoch_order(50, 0, 1) != epoch_order(50, 0, 2) and epoch_order(50, 0, 1) != epoch_order(50, 1, 1)
+    assert sorted(epoch_order(50, 3, 0)) == list(range(50))
+    assert list(EpochSampler(50, 0, 1, start=20)) == epoch_order(50, 0, 1)[20:]

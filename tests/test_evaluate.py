@@ -1,0 +1,127 @@
+"""`qvidcap evaluate` end to end on a tiny mini dataset: random features, a random checkpoint, real scoring."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from qvidcap.config import load_config
+from qvidcap.env import detect_environment
+from qvidcap.features.clip_features import ClipFeatures
+from qvidcap.published import results_table
+
+pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
+
+DIMS = {"temporal": 8, "object": 6, "context": 5}
+
+
+def _random_features(video_id: str, generator: torch.Generator, num_objects: int) -> ClipFeatures:
+    return ClipFeatures(
+        video_id=video_id,
+        temporal=torch.randn(2, DIMS["temporal"], generator=generator),
+        context=torch.randn(2, DIMS["context"], generator=generator),
+        objects=torch.randn(num_objects, DIMS["object"], generator=generator),
+        boxes=torch.zeros(num_objects, 4), scores=torch.ones(num_objects),
+        labels=torch.zeros(num_objects, dtype=torch.long), object_keyframe=torch.zeros(num_objects, dtype=torch.long),
+    )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A 6/2/5-clip mini dataset, features for every clip but the last test clip, and an untrained checkpoint."""
+    from qvidcap.checkpoint import save_checkpoint
+    from qvidcap.data.vatex import load_clips
+    from qvidcap.features.store import FeatureStore
+    from qvidcap.model import build_captioner, build_tokenizer, link_widths
+
+    root = tmp_path_factory.mktemp("evaluate")
+    config = load_config("smoke", f"paths.output_dir={root}/out paths.data_dir={root}/data data.mini_train_clips=6 "
+                                  "data.mini_validation_clips=2 data.mini_test_clips=5 data.mini_frame_size=32 "
+                                  "data.mini_fps=4 data.mini_seconds=1 generation.num_beams=2 generation.max_new_tokens=6 "
+                                  "generation.batch_size=3")
+    env = detect_environment(config)
+    train, test = load_clips(config, env, "train"), load_clips(config, env, "public_test")
+    generator = torch.Generator().manual_seed(0)
+    store = FeatureStore(env.output_dir / "features" / "mini")
+    with store.writer(shard_clips=4) as writer:
+        for i, record in enumerate(train.records + test.records[:-1]):
+            writer.add(_random_features(record.video_id, generator, num_objects=i % 3))
+    tokenizer = build_tokenizer(config, [c for r in train.records for c in r.captions])
+    model_config = link_widths(config, DIMS, text_embed_dim=4)
+    torch.manual_seed(0)
+    save_checkpoint(env.output_dir / "checkpoints" / config.train.run_name / "best",
+                    build_captioner(model_config, tokenizer), model_config, tokenizer)
+    return config, env, test
+
+
+@pytest.fixture(scope="module")
+def report(study):
+    from qvidcap.evaluate import evaluate
+
+    config, env, _ = study
+    return evaluate(config, env)
+
+
+def test_metrics_json_holds_every_system_on_one_stated_set(study, report):
+    config, env, test = study
+    directory = env.output_dir / "eval" / config.train.run_name / "public_test"
+    assert report.metrics_path == directory / "metrics.json"
+    metrics = json.loads(report.metrics_path.read_text())
+    assert set(metrics["systems"]) == {"trained", "blind", "untrained"}
+    for scores in metrics["systems"].values():
+        assert set(scores) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"}
+    scored = metrics["scored_set"]
+    assert (scored["dataset"], scored["split"], scored["num_clips"], scored["refs_per_clip_min"]) == ("mini", "public_test", 4, 10)
+    assert metrics["missing_features"] == [test.records[-1].video_id]
+    assert (directory / "clip_ids.txt").read_text().split() == [r.video_id for r in test.records[:-1]]
+    assert metrics["blind_caption"] and metrics["generation"] == {"num_beams": 2, "max_new_tokens": 6}
+
+
+def test_predictions_are_written_in_the_vatex_list_form(study, report):
+    config, env, test = study
+    directory = report.directory
+    for system in ("trained", "blind", "untrained"):
+        saved = json.loads((directory / system / "predictions.json").read_text())
+        assert [p["videoID"] for p in saved] == [r.video_id for r in test.records[:-1]]
+        assert all(isinstance(p["caption"], str) for p in saved)
+        assert (directory / system / "per_clip.csv").is_file() and (directory / system / "scores.json").is_file()
+    blind = json.loads((directory / "blind" / "predictions.json").read_text())
+    assert len({p["caption"] for p in blind}) == 1
+
+
+def test_report_table_and_results_table(report):
+    table = report.table()
+    assert list(table.index) == ["trained", "blind", "untrained"]
+    assert "CIDEr" in table.columns and "SPICE" not in table.columns
+    metrics = json.loads(report.metrics_path.read_text())
+    combined = results_table(metrics["systems"], metrics["scored_set"])
+    assert "this run: trained" in combined.index
+    assert combined.loc["this run: trained", "notes"].startswith("different data")
+
+
+def test_cli_evaluate(study, capsys):
+    from qvidcap.cli import main
+
+    config, env, _ = study
+    overrides = [f"paths.output_dir={env.output_dir}", f"paths.data_dir={env.data_dir}", "data.mini_train_clips=6",
+                 "data.mini_validation_clips=2", "data.mini_test_clips=5", "data.mini_frame_size=32", "data.mini_fps=4",
+                 "data.mini_seconds=1", "generation.num_beams=1", "generation.max_new_tokens=4"]
+    argv = ["evaluate", "--split", "public_test", "--no-baselines",
+            "--checkpoint", str(env.output_dir / "checkpoints" / config.train.run_name / "best")]
+    for item in overrides:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "scored set: mini public_test: 4 clips, 10 references per clip" in out and "CIDEr" in out
+
+
+def test_missing_checkpoint_is_a_clear_error(study, tmp_path):
+    from qvidcap.checkpoint import CheckpointError
+    from qvidcap.evaluate import evaluate
+
+    _, env, _ = study
+    config = load_config("smoke", f"paths.output_dir={tmp_path} paths.data_dir={env.data_dir}")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        evaluate(config, detect_environment(config))

