@@ -256,6 +256,15 @@ def most_missed(hits: pd.DataFrame, top: int = 15) -> pd.DataFrame:
     return table.sort_values(["missed", "word"], ascending=[False, True]).head(top).reset_index(drop=True)
 
 
+def where_wrong(hits: pd.DataFrame, attribute: str = "motion") -> pd.DataFrame:
+    """What the model says instead: for `mini_attribute_hits`, the true `attribute` against the value the
+    caption names ("" = none), a confusion table; for `reference_word_hits`, the most often missed words."""
+    if "attribute" not in hits.columns:
+        return most_missed(hits)
+    rows = hits[hits["attribute"] == attribute]
+    return pd.crosstab(rows["truth"].rename(f"true {attribute}"), rows["said"].replace("", "(none)").rename("said"))
+
+
 def caption_habits(predictions: dict[str, str], references: dict[str, list[str]]) -> pd.Series:
     """The one-glance summary: distinct share and collapse, repeated-word and generic-caption rates,
     mean caption length against the references' mean length."""

@@ -23,16 +23,16 @@ def plot_systems(table: pd.DataFrame, metrics: tuple[str, ...] = ("BLEU-4", "MET
     return fig
 
 
-def plot_cider_distribution(table: pd.DataFrame, metric: str = "CIDEr", by: pd.Series | None = None):
+def plot_cider_distribution(table: pd.DataFrame, metric: str = "CIDEr"):
     """Histogram of per-clip `metric`, with the corpus mean marked (mean of per-clip CIDEr = corpus CIDEr)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(7, 3))
-    sns.histplot(x=table[metric], hue=by, bins=30, ax=ax, element="step" if by is not None else "bars")
+    sns.histplot(x=table[metric], bins=30, ax=ax)
     ax.axvline(table[metric].mean(), color="black", linestyle="--", label=f"mean {table[metric].mean():.1f}")
     ax.set(xlabel=f"per-clip {metric} (×100)", ylabel="clips")
-    ax.legend(loc="upper right") if by is None else None
+    ax.legend(loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -64,7 +64,7 @@ def plot_hits(summary: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(summary) + 1.2))
     summary.plot.barh(stacked=True, ax=ax, color=[colours[c] for c in summary.columns], width=0.7)
     ax.set(xlabel="share of clips", ylabel="", xlim=(0, 1), title=title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -86,8 +86,8 @@ def show_clips(rows: pd.DataFrame, num_frames: int = 4, size: int = 96, max_refe
             ax.axis("off")
             if frames is not None:
                 ax.imshow(frames[i])
-        refs = "\n".join(textwrap.shorten(r, 60) for r in list(row["references"])[:max_references])
-        text = (f"{video_id}   {metric} {row[metric]:.1f}\npredicted: {textwrap.shorten(row['prediction'] or '(empty)', 60)}\n"
+        refs = "\n".join(textwrap.shorten(r, 75) for r in list(row["references"])[:max_references])
+        text = (f"{video_id}   {metric} {row[metric]:.1f}\npredicted: {textwrap.shorten(row['prediction'] or '(empty)', 75)}\n"
                 f"references:\n{refs}")
         line[-1].text(1.08, 0.5, text, transform=line[-1].transAxes, va="center", fontsize=8, family="monospace")
     fig.subplots_adjust(left=0.01, right=0.55, wspace=0.03, hspace=0.15)

@@ -143,6 +143,8 @@ def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | 
         blind = blind_baseline(train_references(config, env), config.eval.blind_candidates,
                                config.eval.blind_pool_clips, config.eval.seed)
         predictions["blind"] = blind.predictions(video_ids)
+        del model  # one model in memory at a time (a pretrained decoder is large)
+        _free_accelerator_memory(env.device)
         untrained = untrained_captioner(model_config, tokenizer, config.eval.seed).to(env.device)
         predictions["untrained"] = generate_captions(untrained, store, video_ids, config.generation, env.device,
                                                      desc="captioning (untrained)")
@@ -206,6 +208,16 @@ def write_metrics(report: EvaluationReport, config: StudyConfig) -> Path:
     report.metrics_path.write_text(json.dumps(summary, indent=2))
     logger.info("wrote %s", report.metrics_path)
     return report.metrics_path
+
+
+def _free_accelerator_memory(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def train_references(config: StudyConfig, env: Environment) -> dict[str, list[str]]:

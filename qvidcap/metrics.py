@@ -21,6 +21,7 @@ CIDEr near 0). `quick_cider` is a Java-free CIDEr-D for the per-epoch metric of 
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -291,6 +292,9 @@ def score_captions(predictions: dict[str, str], references: dict[str, list[str]]
     meteor_scorer = Meteor()
     try:
         meteor, meteor_clip = meteor_scorer.compute_score(gts_tok, res_tok)
+    except ValueError as e:  # the jar died (memory, a bad line) and answered nothing
+        raise ScoringError(f"METEOR's Java process gave no score ({e}); it needs about 2 GB of memory "
+                           "(java -Xmx2G) and one-line ASCII captions") from e
     finally:
         del meteor_scorer
     corpus["METEOR"], per_clip["METEOR"] = 100.0 * meteor, 100.0 * np.asarray(meteor_clip)
@@ -306,7 +310,7 @@ def score_captions(predictions: dict[str, str], references: dict[str, list[str]]
             logger.warning("SPICE skipped: %s", spice_result)
         else:
             corpus["SPICE"], per_clip["SPICE"] = spice_result[0], spice_result[1].to_numpy()
-    per_clip["prediction"] = [res[v][0] for v in video_ids]
+    per_clip["prediction"] = [res[v][0]["caption"] for v in video_ids]
     per_clip["prediction_tokens"] = [res_tok[v][0] for v in video_ids]
     counts = [len(gts[v]) for v in video_ids]
     scored_set = ScoredSet(dataset, split, len(video_ids), min(counts), max(counts), float(np.mean(counts)),
@@ -364,7 +368,7 @@ def _ptb_tokenize(captions: dict[str, list[dict]]) -> dict[str, list[str]]:
 def _try_spice(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float, pd.Series] | str:
     """SPICE ×100 (corpus, per clip), or the reason it cannot run here."""
     try:
-        from pycocoevalcap.spice import get_stanford_models as corenlp
+        corenlp = importlib.import_module("pycocoevalcap.spice.get_stanford_models")
         from pycocoevalcap.spice.spice import Spice
     except ImportError as e:
         return f"pycocoevalcap's SPICE could not be imported ({e})"

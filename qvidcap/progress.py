@@ -1,20 +1,26 @@
 """Progress bars that behave in terminals, notebooks and papermill logs alike.
 
-Under papermill a bar turns into one log line per refresh, so bars refresh at most every few
-seconds there; `QVIDCAP_PROGRESS=0` turns them off.
+Headless runs (papermill through `qvidcap.study` or the tests, which set `QVIDCAP_HEADLESS=1`, and CI)
+get plain text bars that refresh every few seconds: widget bars would be frozen JSON in an executed
+notebook and one log line per refresh. `QVIDCAP_PROGRESS=0` turns bars off.
 """
 from __future__ import annotations
 
 import os
 from typing import Iterable, TypeVar
 
-from tqdm.auto import tqdm
-
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, **kwargs) -> tqdm:
+def headless() -> bool:
+    return os.environ.get("QVIDCAP_HEADLESS") == "1" or os.environ.get("CI") == "true"
+
+
+def progress(iterable: Iterable[T] | None = None, desc: str = "", total: int | None = None, **kwargs):
+    if headless():
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
     disable = os.environ.get("QVIDCAP_PROGRESS", "1") == "0"
-    headless = "PAPERMILL_EXECUTION" in os.environ or os.environ.get("CI") == "true"
-    return tqdm(iterable, desc=desc, total=total, disable=disable,
-                mininterval=5.0 if headless else 0.5, dynamic_ncols=True, **kwargs)
+    return tqdm(iterable, desc=desc, total=total, disable=disable, mininterval=5.0 if headless() else 0.5,
+                dynamic_ncols=True, **kwargs)

@@ -12,6 +12,7 @@ and the tests.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import socket
 import subprocess
@@ -154,6 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
+    from qvidcap.checkpoint import CheckpointError
     from qvidcap.env import resolve_device
     from qvidcap.inference import CaptionPipeline
 
@@ -161,7 +163,11 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
     for name in ("host", "port", "upload_folder", "max_upload_mb", "threads"):
         if getattr(args, name) is not None:
             setattr(serve_config, name, getattr(args, name))
-    pipeline = CaptionPipeline.from_checkpoint(args.checkpoint, device=resolve_device(config.device))
+    try:
+        pipeline = CaptionPipeline.from_checkpoint(args.checkpoint, device=resolve_device(config.device))
+    except (CheckpointError, OSError) as e:
+        print(f"qvidcap serve: {e}", file=sys.stderr)
+        return 2
     run_server(create_app(pipeline, serve_config), serve_config)
     return 0
 
@@ -207,10 +213,13 @@ class ServerProcess:
 
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        atexit.register(self.stop)  # never leave a server behind when the notebook or test process ends
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise ServerStartError(f"qvidcap serve exited with code {self._process.returncode}:\n{self.log_tail()}")
+                tail = self.log_tail()
+                self.stop()
+                raise ServerStartError(f"qvidcap serve exited with code {self._process.returncode}:\n{tail}")
             try:
                 if requests.get(f"{self.url}/health", timeout=2).ok:
                     logger.info("qvidcap serve is up at %s", self.url)
@@ -218,19 +227,21 @@ class ServerProcess:
             except requests.ConnectionError:
                 pass
             time.sleep(0.5)
+        tail = self.log_tail()
         self.stop()
-        raise ServerStartError(f"qvidcap serve did not answer {self.url}/health within {self.startup_timeout_s:.0f} s:\n"
-                               f"{self.log_tail()}")
+        raise ServerStartError(f"qvidcap serve did not answer {self.url}/health within {self.startup_timeout_s:.0f} s:\n{tail}")
 
     def stop(self) -> None:
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=15)
+        """End the child process (terminate, then kill after 15 s) and remove its log."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=15)
+        self.log_path.unlink(missing_ok=True)
+        atexit.unregister(self.stop)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""

@@ -35,8 +35,11 @@ class NotebookFailed(RuntimeError):
 def run_study(profile: str = "smoke", overrides: str = "", *, notebook_dir: Path = NOTEBOOK_DIR,
               executed_dir: Path = Path("outputs"), start_from: str = "00", kernel_name: str = "qvidcap",
               log=print) -> list[NotebookRun]:
+    import os
+
     import papermill
 
+    os.environ["QVIDCAP_HEADLESS"] = "1"  # the kernels inherit it: text progress bars, see qvidcap.progress
     executed_dir.mkdir(parents=True, exist_ok=True)
     runs: list[NotebookRun] = []
     notebooks = [p for p in sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb")) if p.name[:2] >= start_from]

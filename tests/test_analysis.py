@@ -98,3 +98,10 @@ def test_clip_table_and_best_and_worst():
     assert list(best.index) == ["v2", "v4"] and list(worst.index) == ["v3", "v1"]
     by_objects = analysis.score_by(table, "num_objects")
     assert by_objects.loc[2, "mean"] == 80.0
+
+
+def test_where_wrong_is_a_confusion_table_for_the_mini_dataset():
+    predictions = {"v1": "a red circle moves to the right", "v2": "two blue squares grow", "v3": "three green triangles"}
+    confusion = analysis.where_wrong(analysis.mini_attribute_hits(predictions, META))
+    assert confusion.loc["left", "right"] == 1 and confusion.loc["grow", "grow"] == 1
+    assert confusion.loc["bounce", "(none)"] == 1

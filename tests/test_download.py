@@ -24,7 +24,8 @@ TINY_MINI = "data.mini_train_clips=2 data.mini_validation_clips=1 data.mini_test
 @pytest.fixture
 def clean_env(tmp_path, monkeypatch):
     """No Kaggle credentials anywhere, no attached input, no kagglehub cache."""
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_KERNEL_RUN_TYPE"):
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_KERNEL_RUN_TYPE",
+                 "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))

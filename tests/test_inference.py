@@ -224,3 +224,10 @@ def test_cli_window_prints_a_timed_caption_per_window(checkpoint, media, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[1] for line in lines] == ["0.0-4.0s", "4.0-9.0s"]
     assert all(line.startswith(f"{media['long']}\t") and line.split("\t")[2] for line in lines)
+
+
+def test_cli_says_which_checkpoint_is_missing(media, tmp_path, capsys):
+    from qvidcap.cli import main
+
+    assert main(["caption", "--device", "cpu", str(media["clip0"]), "--checkpoint", str(tmp_path / "nothing")]) == 2
+    assert "not a complete checkpoint" in capsys.readouterr().err

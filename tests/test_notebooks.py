@@ -61,8 +61,10 @@ def study(tmp_path_factory):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs(name, study):
+def test_notebook_runs(name, study, monkeypatch):
     import papermill
+
+    monkeypatch.setenv("QVIDCAP_HEADLESS", "1")  # text progress bars in the kernel
 
     if study["failed"]:
         pytest.skip(f"{study['failed']} failed earlier in the chain")

@@ -82,6 +82,30 @@ def test_odd_sizes_and_aspects(tmp_path, height, width):
     assert clip.temporal.shape == (1, 4, 24, 24, 3)
 
 
+def test_widths_decord_cannot_resize_to_are_worked_around(tmp_path):
+    path = write_video(tmp_path / "tall.mp4", frame_numbers(6, 61, 37))  # short side 48 -> decord width 48 fails
+    frames = read_frames(path, 2, 48)
+    assert frames.shape[0] == 2 and min(frames.shape[1:3]) == 48
+
+
+def test_variable_frame_rate(tmp_path):
+    import av
+
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = av.Rational(1, 1000)
+        for i, pts in enumerate([0, 33, 66, 200, 233, 500, 533, 900]):  # irregular gaps
+            frame = av.VideoFrame.from_ndarray(frame_numbers(8, 32, 32)[i], format="rgb24")
+            frame.pts, frame.time_base = pts, av.Rational(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    clip = sample_clip(path, SamplingConfig(num_keyframes=2, temporal_frames=4, temporal_size=32, keyframe_size=32))
+    assert clip.info.num_frames == 8
+    np.testing.assert_allclose(clip.keyframes[:, 16, 16, 0].astype(float), [0, 70], atol=6)
+
+
 def test_grayscale_comes_out_rgb(tmp_path):
     frames = np.full((6, 32, 32), 100, np.uint8)
     clip = sample_clip(write_video(tmp_path / "gray.mp4", frames), SamplingConfig(temporal_frames=4, temporal_size=32, keyframe_size=32))

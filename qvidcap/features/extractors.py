@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -111,9 +112,10 @@ class Extractors:
         """Write random weights (safetensors) with their configs, and the manifest `load_extractors` reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.temporal.save(directory / "temporal")
-        self.detector.save(directory / "detector")
-        self.clip.save(directory / "clip")
+        with _quiet_transformers():
+            self.temporal.save(directory / "temporal")
+            self.detector.save(directory / "detector")
+            self.clip.save(directory / "clip")
         (directory / MANIFEST).write_text(json.dumps(self.describe(), indent=2))
         return directory
 
@@ -128,9 +130,10 @@ def build_extractors(config: StudyConfig, device: str = "cpu", weights_dir: str 
                          f"got {sampling.temporal_windows}")
     dtype = compute_dtype(features.dtype, device)
     weights = Path(weights_dir) if weights_dir else None
-    temporal = TemporalExtractor.build(features, sampling, device, dtype, weights / "temporal" if weights else None)
-    detector = ObjectDetector.build(features, device, dtype, weights / "detector" if weights else None)
-    clip = ClipImageEncoder.build(features, sampling, device, dtype, weights / "clip" if weights else None)
+    with _quiet_transformers():
+        temporal = TemporalExtractor.build(features, sampling, device, dtype, weights / "temporal" if weights else None)
+        detector = ObjectDetector.build(features, device, dtype, weights / "detector" if weights else None)
+        clip = ClipImageEncoder.build(features, sampling, device, dtype, weights / "clip" if weights else None)
     logger.info("extractors on %s (%s): temporal %s, detector %s, CLIP %s", device, dtype,
                 temporal.name or "random", detector.name or "random", clip.name or "random")
     return Extractors(temporal, detector, clip, features, sampling, device, dtype)
@@ -148,6 +151,20 @@ def load_extractors(directory: str | Path, device: str = "cpu") -> Extractors:
     config.sampling = _dataclass_from(SamplingConfig, manifest["sampling"])
     config.features.dtype = "auto"  # the compute dtype follows the device it is loaded on
     return build_extractors(config, device, weights_dir=directory)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No per-file progress bars from transformers while the small extractors are saved or loaded."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _dataclass_from(kind, values: dict):
