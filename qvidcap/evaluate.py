@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -158,7 +159,11 @@ def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | 
 
 
 def save_report(report: EvaluationReport, config: StudyConfig) -> Path:
-    """Every system's predictions and scores in its folder, then `metrics.json`; returns its path."""
+    """Every system's predictions and scores in its folder, then `metrics.json`; returns its path.
+    Folders of systems this report lacks (from an earlier run with baselines) are removed."""
+    for name in SYSTEMS:
+        if name not in report.scores and (report.directory / name).is_dir():
+            shutil.rmtree(report.directory / name)
     for name, scores in report.scores.items():
         save_predictions(report.predictions[name], report.directory / name / "predictions.json")
         scores.save(report.directory / name)

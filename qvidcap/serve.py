@@ -21,9 +21,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from qvidcap.config import ServeConfig, StudyConfig
+
+if TYPE_CHECKING:
+    from qvidcap.inference import Caption
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +34,13 @@ VIDEO_FIELD = "video"  # the multipart field an upload comes in
 # suffixes kept on the stored upload (some demuxers look at them); anything else is stored as ".bin"
 KNOWN_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".gif"}
 COPY_CHUNK_BYTES = 1 << 20
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class Captioner(Protocol):
     """What the API needs from a pipeline: a video file in, a `Caption` (see qvidcap.inference) out."""
 
-    def caption(self, path: str | Path): ...
+    def caption(self, path: str | Path) -> "Caption": ...
 
 
 class ServerStartError(RuntimeError):
@@ -81,12 +85,12 @@ def create_app(pipeline: Captioner, serve_config: ServeConfig):
 
     @app.post("/upload")
     def upload():
-        upload = request.files.get(VIDEO_FIELD)
-        if upload is None:
+        sent = request.files.get(VIDEO_FIELD)
+        if sent is None:
             raise BadRequest(f"no file in the multipart field {VIDEO_FIELD!r}; send it as -F {VIDEO_FIELD}=@clip.mp4")
-        stored = upload_folder / f"{uuid.uuid4().hex}{_safe_suffix(upload.filename)}"
+        stored = upload_folder / f"{uuid.uuid4().hex}{_safe_suffix(sent.filename)}"  # never the client's name
         try:
-            size = _save_stream(upload.stream, stored)
+            size = _save_stream(sent.stream, stored)
             if size == 0:
                 raise BadRequest("the uploaded file is empty; send a video file")
             try:
@@ -114,6 +118,9 @@ def run_server(app, serve_config: ServeConfig) -> None:
     from waitress import serve
 
     limit = max_body_bytes(serve_config)
+    if serve_config.host not in LOOPBACK_HOSTS:
+        logger.warning("binding %s: the API is reachable from other machines; it has no authentication",
+                       serve_config.host)
     logger.info("serving POST /upload on http://%s:%d (uploads up to %.1f MiB, %d threads)",
                 serve_config.host, serve_config.port, limit / 2**20, serve_config.threads)
     # waitress buffers a whole body before the app sees it; its own (plain-text) limit sits well above
@@ -137,9 +144,9 @@ def _save_stream(stream, path: Path) -> int:
     return size
 
 
-def _response(result) -> dict:
-    body = {"caption": result.caption, "timings": result.timings.to_dict()}
-    return body
+def _response(result: "Caption") -> dict:
+    """What a client sees: the caption and the seconds per stage, never the server-side path."""
+    return {"caption": result.caption, "timings": result.timings.to_dict()}
 
 
 # ---------------------------------------------------------------- the `qvidcap serve` command

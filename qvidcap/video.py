@@ -220,31 +220,47 @@ def read_frames(path: str | Path, num_frames: int, size: int) -> np.ndarray:
     return _resize_short(_get_frames(reader, path, evenly_spaced(info.num_frames, num_frames)), size)
 
 
-def sample_clip(path: str | Path, sampling: SamplingConfig, video_id: str | None = None,
-                num_threads: int = 1) -> SampledClip:
-    """Decode a clip once and cut from it the VideoMAE windows and the keyframes.
+def open_video(path: str | Path, sampling: SamplingConfig, num_threads: int = 1):
+    """(reader, VideoInfo): a decord reader that resizes at decode time to what `sampling` needs.
 
-    Raises VideoDecodeError (naming the file and the reason) for empty, truncated or non-video files.
+    Keep it open to cut several spans of one long video with `sample_span` without reopening it.
     """
     if sampling.num_keyframes < 1 or sampling.temporal_frames < 1:
         raise ValueError(f"sampling needs num_keyframes >= 1 and temporal_frames >= 1, got {sampling}")
-    decode_side = max(sampling.keyframe_size, sampling.temporal_size)
-    reader, info = _open_resized(path, decode_side, num_threads)
-    key_idx = evenly_spaced(info.num_frames, sampling.num_keyframes)  # (N,)
-    temp_idx = temporal_indices(info.num_frames, sampling, key_idx)  # (W, F)
-    frames = _get_frames(reader, path, np.concatenate([key_idx, temp_idx.reshape(-1)]))  # (N + W * F, H, W, 3)
-    del reader
+    return _open_resized(path, max(sampling.keyframe_size, sampling.temporal_size), num_threads)
+
+
+def sample_span(reader, info: VideoInfo, sampling: SamplingConfig, start: int = 0, end: int | None = None,
+                video_id: str | None = None) -> SampledClip:
+    """The VideoMAE windows and keyframes of frames [start, end) of an open video, from one `get_batch`."""
+    end = info.num_frames if end is None else min(end, info.num_frames)
+    if not 0 <= start < end:
+        raise ValueError(f"span [{start}, {end}) is empty or outside the {info.num_frames} frames of {info.path}")
+    length = end - start
+    key_idx = start + evenly_spaced(length, sampling.num_keyframes)  # (N,)
+    temp_idx = start + temporal_indices(length, sampling, key_idx - start)  # (W, F)
+    frames = _get_frames(reader, info.path, np.concatenate([key_idx, temp_idx.reshape(-1)]))  # (N + W * F, H, W, 3)
     keyframes = _resize_short(frames[: len(key_idx)], sampling.keyframe_size)  # (N, H, W, 3)
     temporal = _center_square(frames[len(key_idx):], sampling.temporal_size)  # (W * F, S, S, 3)
     temporal = temporal.reshape(*temp_idx.shape, *temporal.shape[1:])  # (W, F, S, S, 3)
 
     notes = []
     needed = max(sampling.num_keyframes, sampling.temporal_frames)
-    padded = info.num_frames < needed
+    padded = length < needed
     if padded:
-        notes.append(f"clip has {info.num_frames} frames, fewer than the {needed} asked for: frames repeated")
-    return SampledClip(video_id=video_id or Path(path).stem, path=str(path), temporal=temporal, keyframes=keyframes,
+        notes.append(f"clip has {length} frames, fewer than the {needed} asked for: frames repeated")
+    return SampledClip(video_id=video_id or Path(info.path).stem, path=info.path, temporal=temporal, keyframes=keyframes,
                        temporal_indices=temp_idx, keyframe_indices=key_idx, info=info, padded=padded, notes=notes)
+
+
+def sample_clip(path: str | Path, sampling: SamplingConfig, video_id: str | None = None,
+                num_threads: int = 1) -> SampledClip:
+    """Decode a clip once and cut from it the VideoMAE windows and the keyframes.
+
+    Raises VideoDecodeError (naming the file and the reason) for empty, truncated or non-video files.
+    """
+    reader, info = open_video(path, sampling, num_threads)
+    return sample_span(reader, info, sampling, video_id=video_id)
 
 
 def sample_clips(items: Iterable[tuple[str, str | Path]], sampling: SamplingConfig, num_workers: int = 1,

@@ -163,3 +163,63 @@ def test_trainable_state_dict_leaves_out_a_frozen_decoder_and_round_trips(built)
 def test_full_mode_keeps_the_decoder_in_the_trainable_state(built):
     model, _ = built
     assert any(k.startswith("decoder.") for k in model.trainable_state_dict())
+
+
+def test_stage_shapes_and_fit_one_batch(built):
+    from qvidcap.model.inspection import fit_one_batch, stage_shapes
+
+    model, tokenizer = built
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    table = stage_shapes(model, **features)
+    assert list(table.index) == ["InputProjection", "ObjectHead", "ActionHead", "GlobalHead", "QFormer", "CaptionHead"]
+    assert table.loc["CaptionHead", "output"] == "prefix (3, 4, 32)"
+    losses = fit_one_batch(model, dict(features, input_ids=input_ids, attention_mask=attention_mask), steps=5, lr=3e-3)
+    assert len(losses) == 5 and losses[-1] < losses[0]
+    with pytest.raises(KeyError, match="input_ids"):
+        fit_one_batch(model, features, steps=1)
+
+
+def test_plots_draw_attention_and_losses(built):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from qvidcap.model.plots import object_token_labels, plot_attention, plot_losses, qformer_token_labels
+
+    model, tokenizer = built
+    features, _, _ = batch_of(tokenizer)
+    enc = model.encode_video(**features)
+    labels = object_token_labels(2, features["object_mask"][0], 4)
+    assert labels[:3] == ["m0", "m1", "o0"] and labels.count("pad") == 3
+    ax = plot_attention(enc.object_attention[0], labels)
+    assert len(ax.get_xticklabels()) == len(labels)
+    plot_attention(enc.qformer_attention[0], qformer_token_labels(3))
+    plot_losses([3.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="one clip"):
+        plot_attention(enc.object_attention, labels)
+
+
+def test_lora_and_hf_decoders_train_and_generate(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(load_config(), CAPTIONS)
+    tokenizer.save_pretrained(tmp_path)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64,
+                               bos_token_id=1, eos_token_id=2)).save_pretrained(tmp_path)
+    for overrides in ("decoder.train_mode=lora decoder.lora_r=2", f"decoder.kind=hf decoder.name={tmp_path} decoder.train_mode=lora"):
+        config = link_widths(load_config("smoke", SMALL + " " + overrides), DIMS, 6)
+        model = build_captioner(config, tokenizer)
+        decoder_state = [k for k in model.trainable_state_dict() if k.startswith("decoder.")]
+        assert decoder_state and all("lora_" in k for k in decoder_state)
+        features, input_ids, attention_mask = batch_of(tokenizer)
+        model(**features, input_ids=input_ids, attention_mask=attention_mask).caption_loss.backward()
+        captions = model.generate(**features, num_beams=2, max_new_tokens=4)
+        assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+
+
+def test_a_frozen_decoder_stays_in_eval_mode_while_the_heads_train(built):
+    _, tokenizer = built
+    model = build_captioner(link_widths(load_config("smoke", SMALL + " decoder.train_mode=frozen"), DIMS, 6), tokenizer)
+    model.train()
+    assert model.qformer.training and not model.decoder.training
+    assert not any(m.training for m in model.decoder.modules())

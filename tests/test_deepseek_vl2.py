@@ -205,3 +205,10 @@ def test_generate_runs_on_the_loaded_model_with_a_kv_cache(tmp_path):
     cached = model.generate(input_ids, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
     uncached = model.generate(input_ids, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
     assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("setting", [{"norm_topk_prob": True}, {"scoring_func": "sigmoid"},
+                                     {"rope_scaling": {"type": "yarn", "factor": 4}}])
+def test_settings_the_native_model_would_ignore_are_refused(setting):
+    with pytest.raises(CheckpointError, match=next(iter(setting))):
+        text_config_from_vl2({"model_type": "deepseek_vl_v2", "language_config": {**LANG, **setting}})

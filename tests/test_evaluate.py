@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from qvidcap.env import detect_environment
 from qvidcap.features.clip_features import ClipFeatures
 from qvidcap.published import results_table
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 DIMS = {"temporal": 8, "object": 6, "context": 5}
 
@@ -64,6 +66,7 @@ def report(study):
     return evaluate(config, env)
 
 
+@needs_java
 def test_metrics_json_holds_every_system_on_one_stated_set(study, report):
     config, env, test = study
     directory = env.output_dir / "eval" / config.train.run_name / "public_test"
@@ -79,6 +82,7 @@ def test_metrics_json_holds_every_system_on_one_stated_set(study, report):
     assert metrics["blind_caption"] and metrics["generation"] == {"num_beams": 2, "max_new_tokens": 6}
 
 
+@needs_java
 def test_predictions_are_written_in_the_vatex_list_form(study, report):
     config, env, test = study
     directory = report.directory
@@ -91,6 +95,7 @@ def test_predictions_are_written_in_the_vatex_list_form(study, report):
     assert len({p["caption"] for p in blind}) == 1
 
 
+@needs_java
 def test_report_table_and_results_table(report):
     table = report.table()
     assert list(table.index) == ["trained", "blind", "untrained"]
@@ -101,6 +106,7 @@ def test_report_table_and_results_table(report):
     assert combined.loc["this run: trained", "notes"].startswith("different data")
 
 
+@needs_java
 def test_cli_evaluate(study, capsys):
     from qvidcap.cli import main
 
@@ -125,3 +131,33 @@ def test_missing_checkpoint_is_a_clear_error(study, tmp_path):
     config = load_config("smoke", f"paths.output_dir={tmp_path} paths.data_dir={env.data_dir}")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         evaluate(config, detect_environment(config))
+
+
+@needs_java
+def test_saved_report_reads_back(study, report):
+    from qvidcap.evaluate import load_predictions, load_report
+
+    config, env, _ = study
+    again = load_report(config, env)
+    metrics = json.loads(again.metrics_path.read_text())
+    assert set(again.scores) == set(metrics["systems"])
+    for name, scores in again.scores.items():
+        assert scores.corpus == metrics["systems"][name]
+        assert again.predictions[name] == load_predictions(again.directory / name / "predictions.json")
+        assert list(scores.per_clip.index) == scores.scored_set.video_ids
+
+
+@pytest.mark.parametrize("name", ["06_evaluate.ipynb", "07_error_analysis.ipynb"])
+def test_notebooks_are_clean_and_parameterised(name):
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(notebook)
+    assert (notebook.nbformat, notebook.nbformat_minor) == (4, 5)
+    assert notebook.metadata.kernelspec.name == "python3"
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert 'profile = "smoke"' in code[0].source and 'overrides = ""' in code[0].source
+    assert "setup_notebook(profile, overrides)" in code[1].source
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert all("def " not in c.source and len(c.source.splitlines()) <= 10 for c in code)

@@ -89,3 +89,13 @@ def test_unlinked_widths_are_a_clear_error():
 def test_additive_mask_is_zero_on_real_and_very_negative_on_padding():
     mask = _additive_mask(torch.tensor([[1, 0]]), torch.float32)
     assert mask[0, 0] == 0 and mask[0, 1] == torch.finfo(torch.float32).min
+
+
+def test_motion_order_matters_but_object_order_does_not(parts):
+    temporal, context, objects, mask = streams(torch.ones(B, P, dtype=torch.long))
+    _, obj, act, glo = run(parts, temporal, context, objects, mask)
+    _, obj_rev, _, glo_rev = run(parts, temporal.flip(1), context, objects, mask)
+    assert not torch.allclose(glo.embed, glo_rev.embed)  # "moves left" is not "moves right"
+    _, obj_perm, act_perm, glo_perm = run(parts, temporal, context, objects.flip(1), mask)
+    torch.testing.assert_close(obj_perm.embeds, obj.embeds)  # objects are a set
+    torch.testing.assert_close(glo_perm.embed, glo.embed)

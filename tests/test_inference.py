@@ -136,7 +136,8 @@ def test_caption_gives_each_clip_its_trained_caption_with_stage_timings(pipeline
         assert timings.total_s == pytest.approx(timings.decode_s + timings.features_s + timings.generation_s)
 
 
-def test_caption_many_batches_and_matches_one_at_a_time(pipeline, media):
+def test_caption_many_batches_and_matches_one_at_a_time(pipeline, media, monkeypatch):
+    monkeypatch.setattr(pipeline.config.generation, "batch_size", 3)  # a full batch and a partial one
     paths = [media[f"clip{i}"] for i in (3, 1, 0, 2)]
     batched = pipeline.caption_many(paths)
     assert [r.caption for r in batched] == [pipeline.caption(p).caption for p in paths]
@@ -188,16 +189,18 @@ def test_plot_caption_shows_frames_under_the_caption(media):
     matplotlib.use("Agg")
     from qvidcap.inference import plot_caption
 
-    figure = plot_caption(media["clip0"], "a red square moves right", num_frames=3, size=64)
+    figure = plot_caption(media["clip0"], "a red square moves right", reference="a square", num_frames=3, size=64)
     assert len(figure.axes) == 3
-    assert "a red square moves right" in figure._suptitle.get_text()
+    assert figure._suptitle.get_text() == "clip0.mp4: a red square moves right\nreference: a square"
 
 
 def test_cli_prints_path_tab_caption_and_reports_bad_files_on_stderr(checkpoint, media):
-    done = run_cli(str(media["clip0"]), str(media["text"]), str(media["clip1"]), "--checkpoint", str(checkpoint))
+    missing = media["clip0"].with_name("missing.mp4")
+    done = run_cli(str(media["clip0"]), str(media["text"]), str(missing), str(media["clip1"]), "--checkpoint", str(checkpoint))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"{media['clip0']}\t{CAPTIONS[0]}", f"{media['clip1']}\t{CAPTIONS[1]}"]
     assert f"cannot decode video '{media['text']}'" in done.stderr
+    assert f"cannot decode video '{missing}': no such file" in done.stderr
 
 
 def test_cli_json_lists_results_and_errors(checkpoint, media):
@@ -231,3 +234,11 @@ def test_cli_says_which_checkpoint_is_missing(media, tmp_path, capsys):
 
     assert main(["caption", "--device", "cpu", str(media["clip0"]), "--checkpoint", str(tmp_path / "nothing")]) == 2
     assert "not a complete checkpoint" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_window_that_is_not_positive(checkpoint, media, capsys):
+    from qvidcap.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["caption", str(media["long"]), "--checkpoint", str(checkpoint), "--window", "0"])
+    assert exit_info.value.code == 2 and "positive number of seconds" in capsys.readouterr().err

@@ -160,6 +160,7 @@ def test_spice_offline_is_skipped_with_a_reason(monkeypatch):
 def test_sanitize_caption():
     assert sanitize_caption("  A café\r\nscene\twith “quotes”  ") == "A cafe scene with quotes"
     assert sanitize_caption("") == ""
+    assert sanitize_caption("a ||| b") == "a b"
     with pytest.raises(ScoringError, match="must be a string"):
         sanitize_caption(None)
 

@@ -87,4 +87,12 @@ def _check_setup(base: Path) -> None:
     assert setup["profile"] == "smoke" and setup["device"] == "cpu"
 
 
-CHECKS = {"00": _check_setup}
+def _check_data(base: Path) -> None:
+    summary = {row["split"]: row for row in json.loads((base / "outputs" / "data_summary.json").read_text())}
+    assert set(summary) >= {"train", "validation", "public_test"}
+    for row in summary.values():
+        assert row["usable"] == row["referenced"] == row["with video"] > 0
+    assert len(list((base / "data" / "mini" / "videos").glob("*.mp4"))) == sum(r["referenced"] for r in summary.values())
+
+
+CHECKS = {"00": _check_setup, "01": _check_data}

@@ -108,3 +108,18 @@ def test_app_refuses_a_non_positive_size_limit(pipeline):  # noqa: F811
 
     with pytest.raises(ValueError, match="max_upload_mb"):
         create_app(pipeline, ServeConfig(max_upload_mb=0, upload_folder=str(Path("unused"))))
+
+
+def test_a_failure_inside_the_server_is_a_json_500_without_traceback(pipeline, media, tmp_path):  # noqa: F811
+    import io
+    import shutil
+
+    from qvidcap.config import ServeConfig
+    from qvidcap.serve import create_app
+
+    folder = tmp_path / "uploads"
+    client = create_app(pipeline, ServeConfig(upload_folder=str(folder))).test_client()
+    shutil.rmtree(folder)  # the upload cannot be stored: an error the API did not plan for
+    response = client.post("/upload", data={"video": (io.BytesIO(media["clip0"].read_bytes()), "clip.mp4")})
+    assert response.status_code == 500 and response.is_json
+    assert response.json["error"] == "Internal Server Error" and "Traceback" not in response.get_data(as_text=True)

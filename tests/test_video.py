@@ -89,16 +89,18 @@ def test_widths_decord_cannot_resize_to_are_worked_around(tmp_path):
 
 
 def test_variable_frame_rate(tmp_path):
+    from fractions import Fraction
+
     import av
 
     path = tmp_path / "vfr.mp4"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        stream.codec_context.time_base = stream.time_base = av.Rational(1, 1000)
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
         for i, pts in enumerate([0, 33, 66, 200, 233, 500, 533, 900]):  # irregular gaps
             frame = av.VideoFrame.from_ndarray(frame_numbers(8, 32, 32)[i], format="rgb24")
-            frame.pts, frame.time_base = pts, av.Rational(1, 1000)
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     clip = sample_clip(path, SamplingConfig(num_keyframes=2, temporal_frames=4, temporal_size=32, keyframe_size=32))
@@ -161,3 +163,16 @@ def test_real_footage(path):
     assert min(clip.keyframes.shape[1:3]) == sampling.keyframe_size
     assert clip.temporal.shape == (1, 16, 64, 64, 3)
     assert clip.keyframes.std() > 5  # real pictures, not blank frames
+
+
+def test_spans_of_an_open_video(numbered):
+    from qvidcap.video import open_video, sample_span
+
+    sampling = SamplingConfig(num_keyframes=2, temporal_frames=4, temporal_size=32, keyframe_size=48)
+    reader, info = open_video(numbered, sampling)
+    second_half = sample_span(reader, info, sampling, start=12, end=24)
+    assert second_half.keyframe_indices.tolist() == [12, 23]
+    assert second_half.temporal_indices.min() >= 12
+    np.testing.assert_allclose(second_half.keyframes[:, 10, 10, 0].astype(float), [120, 230], atol=6)
+    with pytest.raises(ValueError, match="empty or outside"):
+        sample_span(reader, info, sampling, start=30)

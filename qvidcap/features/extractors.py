@@ -46,7 +46,7 @@ class Extractors:
         if not clips:
             return []
         temporal = self.extract_temporal(clips)  # (B, T, Dt)
-        keyframes = [torch.from_numpy(c.keyframes) for c in clips]  # B x (N, H, W, 3)
+        keyframes = [torch.from_numpy(c.keyframes).to(self.device) for c in clips]  # B x (N, H, W, 3), moved once
         frames = [frame for clip_frames in keyframes for frame in clip_frames]  # B * N x (H, W, 3)
         detections = self.detector(frames, batch_size=self.features.detector_batch_frames)
 

@@ -87,6 +87,14 @@ class QVidCap(nn.Module):
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id
 
+    def train(self, mode: bool = True) -> "QVidCap":
+        """As nn.Module.train, except that a frozen decoder stays in eval mode (no dropout): frozen means
+        it behaves exactly as pretrained, while gradients still flow through it to the prefix."""
+        super().train(mode)
+        if self.config.decoder.train_mode == "frozen":
+            self.decoder.eval()
+        return self
+
     def encode_video(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
                      object_mask: torch.Tensor) -> VideoEncoding:
         """temporal (B, T, Dt), context (B, N, Dc), objects (B, P, Do), object_mask (B, P) 1 = real box."""
@@ -156,16 +164,19 @@ class QVidCap(nn.Module):
         ids = self.generate_ids(temporal, context, objects, object_mask, num_beams, max_new_tokens, use_cache)
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
+    def _frozen_decoder_keys(self) -> set[str]:
+        """State-dict keys of the decoder's frozen weights, tied duplicates (GPT-2's lm_head) included."""
+        return {f"decoder.{n}" for n, p in self.decoder.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every weight except a frozen decoder's (those come back from the pretrained checkpoint)."""
-        frozen = {f"decoder.{n}" for n, p in self.decoder.named_parameters() if not p.requires_grad}
+        frozen = self._frozen_decoder_keys()
         return {k: v for k, v in self.state_dict().items() if k not in frozen}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load what `trainable_state_dict` saved; anything else missing or extra is an error."""
-        frozen = {f"decoder.{n}" for n, p in self.decoder.named_parameters() if not p.requires_grad}
         result = self.load_state_dict(state, strict=False)
-        missing = sorted(set(result.missing_keys) - frozen)
+        missing = sorted(set(result.missing_keys) - self._frozen_decoder_keys())
         if missing or result.unexpected_keys:
             raise RuntimeError(f"state dict does not fit this model: missing {missing[:20]}, "
                                f"unexpected {result.unexpected_keys[:20]}; was it saved with another config?")
@@ -188,6 +199,6 @@ def build_captioner(config: StudyConfig, tokenizer: PreTrainedTokenizerBase, dev
     decoder's dtype ("auto": half precision for a pretrained decoder on GPU). Move it with `.to(device)`."""
     decoder = build_decoder(config.decoder, tokenizer, device)
     model = QVidCap(config, decoder, tokenizer)
-    logger.info("built QVidCap: %s trainable of %s parameters", f"{model.parameter_table().loc['total', 'trainable']:,}",
-                f"{model.parameter_table().loc['total'].sum():,}")
+    total = model.parameter_table().loc["total"]
+    logger.info("built QVidCap: %s trainable, %s frozen parameters", f"{total['trainable']:,}", f"{total['frozen']:,}")
     return model

@@ -98,6 +98,12 @@ def text_config_from_vl2(vl2_config: dict) -> DeepseekOcr2TextConfig:
         raise CheckpointError("language_config.use_mla is true: multi-head latent attention is not supported by "
                               "this loader (only deepseek-vl2-tiny's plain attention is); use decoder.kind=hf with a "
                               "causal LM, or a DeepSeek-VL2 checkpoint with use_mla false")
+    unsupported = {k: lang.get(k) for k, ok in (("rope_scaling", None), ("scoring_func", "softmax"), ("norm_topk_prob", False))
+                   if lang.get(k, ok) != ok}
+    if unsupported:
+        raise CheckpointError(f"language_config has {unsupported}, which DeepseekOcr2TextModel would silently ignore; "
+                              "only deepseek-vl2-tiny's settings (no rope_scaling, softmax router, norm_topk_prob "
+                              "false) are supported")
     missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads") if k not in lang]
     if missing:
         raise CheckpointError(f"language_config lacks {missing}; the checkpoint's config.json is incomplete")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +29,20 @@ def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     are all padding gives uniform weights instead of NaN.
     """
     return (1.0 - mask.to(dtype)) * torch.finfo(dtype).min  # (B, S)
+
+
+def sinusoidal_positions(length: int, width: int, device=None) -> torch.Tensor:
+    """Fixed sine/cosine encodings of positions 0..length-1 (length, width), as in "Attention Is All You Need".
+
+    Motion and keyframe tokens need them: the heads' attention is otherwise blind to order, and "moves
+    left" and "moves right" differ only in the order of the same views.
+    """
+    position = torch.arange(length, dtype=torch.float32, device=device).unsqueeze(1)  # (L, 1)
+    frequency = torch.exp(torch.arange(0, width, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width, device=device)  # (L, W)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
 
 
 def _encoder_layer(config: HeadsConfig) -> nn.TransformerEncoderLayer:
@@ -47,7 +63,8 @@ class ProjectedStreams:
 class InputProjection(nn.Module):
     """Linear maps of the temporal (Dt), object (Do) and context (Dc) streams to the common width D,
     each followed by a LayerNorm: L2-normalised CLIP vectors have entries near 1/sqrt(Do), far smaller
-    than VideoMAE's, and the norm puts the three streams on one scale."""
+    than VideoMAE's, and the norm puts the three streams on one scale. Motion and keyframe tokens then get
+    their time order added (`sinusoidal_positions`); objects are a set and get none."""
 
     def __init__(self, config: HeadsConfig):
         super().__init__()
@@ -65,10 +82,14 @@ class InputProjection(nn.Module):
     def forward(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
                 object_mask: torch.Tensor) -> ProjectedStreams:
         """temporal (B, T, Dt), context (B, N, Dc), objects (B, P, Do), object_mask (B, P) -> widths D."""
+        motion = self.temporal(temporal)  # (B, T, D)
+        context = self.context(context)  # (B, N, D)
+        motion = motion + sinusoidal_positions(motion.shape[1], motion.shape[2], motion.device).to(motion.dtype)
+        context = context + sinusoidal_positions(context.shape[1], context.shape[2], context.device).to(context.dtype)
         return ProjectedStreams(
-            motion=self.dropout(self.temporal(temporal)),  # (B, T, D)
+            motion=self.dropout(motion),  # (B, T, D)
             objects=self.dropout(self.objects(objects)),  # (B, P, D)
-            context=self.dropout(self.context(context)),  # (B, N, D)
+            context=self.dropout(context),  # (B, N, D)
             object_mask=object_mask,
         )
 

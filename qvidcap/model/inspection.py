@@ -36,7 +36,7 @@ def stage_shapes(model: QVidCap, temporal: torch.Tensor, context: torch.Tensor, 
     return pd.DataFrame(rows, columns=["stage", "input", "output"]).set_index("stage")
 
 
-def fit_one_batch(model: QVidCap, batch: dict, steps: int = 30, lr: float = 3e-3) -> list[float]:
+def fit_one_batch(model: QVidCap, batch: dict, steps: int = 200, lr: float = 1e-3) -> list[float]:
     """`steps` AdamW steps on one batch (caption loss only); the loss after each step's forward.
 
     `batch` holds temporal, context, objects, object_mask, input_ids, attention_mask. The model is left
