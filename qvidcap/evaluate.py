@@ -2,8 +2,9 @@
 
 Everything lands in `<output>/eval/<train.run_name>/<split>/`:
 
-    metrics.json          the comparison: every system's scores ×100, the scored set, the blind caption,
-                          generation settings, checkpoint, clips left out (no features)
+    metrics.json          the comparison: every system's scores ×100 and distinct-caption share (collapse),
+                          the scored set, the blind caption, generation settings, checkpoint, clips left
+                          out (no features)
     clip_ids.txt          the exact clips scored (the same set for every system)
     trained/              predictions.json ([{"videoID", "caption"}]), scores.json, per_clip.csv, clip_ids.txt
     blind/, untrained/    the same for the two baselines (see qvidcap.baselines)
@@ -23,6 +24,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from qvidcap.analysis import diversity
 from qvidcap.baselines import BlindBaseline, blind_baseline, untrained_captioner
 from qvidcap.config import GenerationConfig, StudyConfig
 from qvidcap.env import Environment
@@ -203,6 +205,7 @@ def write_metrics(report: EvaluationReport, config: StudyConfig) -> Path:
         "scored_set": first.to_dict()["scored_set"],
         "clip_ids_file": "clip_ids.txt",
         "systems": {name: s.corpus for name, s in report.scores.items()},
+        "diversity": {name: diversity(p) for name, p in report.predictions.items()},  # collapse shows here
         "skipped": {name: s.skipped for name, s in report.scores.items() if s.skipped},
         "notes": first.notes,
         "checkpoint": report.checkpoint,

@@ -212,3 +212,13 @@ def test_generate_runs_on_the_loaded_model_with_a_kv_cache(tmp_path):
 def test_settings_the_native_model_would_ignore_are_refused(setting):
     with pytest.raises(CheckpointError, match=next(iter(setting))):
         text_config_from_vl2({"model_type": "deepseek_vl_v2", "language_config": {**LANG, **setting}})
+
+
+def test_the_tiny_models_real_config_builds_on_meta_with_the_published_size():
+    tiny = {**LANG, "vocab_size": 129280, "hidden_size": 1280, "intermediate_size": 6848, "moe_intermediate_size": 896,
+            "num_hidden_layers": 12, "num_attention_heads": 10, "num_key_value_heads": 10, "n_routed_experts": 64,
+            "n_shared_experts": 2, "num_experts_per_tok": 6, "first_k_dense_replace": 1, "max_position_embeddings": 4096}
+    with torch.device("meta"):
+        model = DeepseekCausalLM(text_config_from_vl2({"model_type": "deepseek_vl_v2", "language_config": tiny}))
+    assert sum(p.numel() for p in model.parameters()) == 2_934_734_080  # with the untied lm_head
+    assert model.model.layers[1].mlp.experts.gate_up_proj.shape == (64, 2 * 896, 1280)

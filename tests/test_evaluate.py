@@ -80,6 +80,7 @@ def test_metrics_json_holds_every_system_on_one_stated_set(study, report):
     assert metrics["missing_features"] == [test.records[-1].video_id]
     assert (directory / "clip_ids.txt").read_text().split() == [r.video_id for r in test.records[:-1]]
     assert metrics["blind_caption"] and metrics["generation"] == {"num_beams": 2, "max_new_tokens": 6}
+    assert metrics["diversity"]["blind"]["distinct_captions"] == 1 and metrics["diversity"]["blind"]["collapsed"]
 
 
 @needs_java
@@ -161,3 +162,16 @@ def test_notebooks_are_clean_and_parameterised(name):
     assert "setup_notebook(profile, overrides)" in code[1].source
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert all("def " not in c.source and len(c.source.splitlines()) <= 10 for c in code)
+
+
+def test_published_rows_and_comparability():
+    from qvidcap.published import comparability, published_table
+
+    table = published_table()
+    assert table.loc["SwinBERT (Lin et al., CVPR 2022)", "CIDEr"] == 73.0
+    assert table.loc["VATEX baseline (Wang et al., ICCV 2019)", "notes"] == "not yet checked against the paper"
+    assert (table["source"] != "").all()
+    assert comparability("vatex", "public_test", 6000, 10) == "comparable: full VATEX public test"
+    assert "partial public test (4478 of 6000" in comparability("vatex", "public_test", 4478, 10)
+    assert comparability("vatex", "validation", 3000, 10).startswith("different split")
+    assert comparability("mini", "public_test", 60, 10).startswith("different data")
