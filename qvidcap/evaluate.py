@@ -28,7 +28,7 @@ from qvidcap.analysis import diversity
 from qvidcap.baselines import BlindBaseline, blind_baseline, untrained_captioner
 from qvidcap.config import GenerationConfig, StudyConfig
 from qvidcap.env import Environment
-from qvidcap.metrics import CaptionScores, score_captions
+from qvidcap.metrics import CaptionScores, ScoringError, score_captions
 from qvidcap.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ def split_clips(config: StudyConfig, env: Environment, split: str, store) -> Spl
     clip_set = load_clips(config, env, split)
     stored = set(store.video_ids)
     records = [r for r in clip_set.records if any(c.strip() for c in r.captions)]
+    if clip_set.records and not records:
+        raise ScoringError(f"the {split} split has no reference captions (VATEX's private test has none), "
+                           "so it cannot be scored; evaluate validation or public_test")
     missing = [r.video_id for r in records if r.video_id not in stored]
     if missing:
         logger.warning("%d of %d %s clips have no stored features and are left out of the scored set",

@@ -80,7 +80,7 @@ def test_metrics_json_holds_every_system_on_one_stated_set(study, report):
     assert metrics["missing_features"] == [test.records[-1].video_id]
     assert (directory / "clip_ids.txt").read_text().split() == [r.video_id for r in test.records[:-1]]
     assert metrics["blind_caption"] and metrics["generation"] == {"num_beams": 2, "max_new_tokens": 6}
-    assert metrics["diversity"]["blind"]["distinct_captions"] == 1 and metrics["diversity"]["blind"]["collapsed"]
+    assert metrics["diversity"]["blind"]["distinct_captions"] == 1 and metrics["diversity"]["blind"]["distinct_share"] == 0.25
 
 
 @needs_java

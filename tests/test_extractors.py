@@ -62,6 +62,16 @@ def test_boxes_are_clamped_and_big_enough(extractors, clips):
         assert (sides >= extractors.features.min_box_pixels).all()
 
 
+def test_detector_batches_by_size_but_keeps_the_order(extractors):
+    g = torch.Generator().manual_seed(0)
+    small = [torch.randint(0, 255, (48, 64, 3), generator=g, dtype=torch.uint8) for _ in range(2)]
+    wide = torch.randint(0, 255, (48, 96, 3), generator=g, dtype=torch.uint8)
+    mixed = extractors.detector([small[0], wide, small[1]], batch_size=2)
+    alone = extractors.detector(small, batch_size=2) + extractors.detector([wide])
+    for got, want in zip(mixed, [alone[0], alone[2], alone[1]]):
+        torch.testing.assert_close(got.boxes, want.boxes)
+
+
 def test_detector_selection_rules():
     detector = ObjectDetector.__new__(ObjectDetector)
     detector.threshold, detector.max_objects, detector.min_box_pixels = 0.0, 2, 7

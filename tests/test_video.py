@@ -176,3 +176,25 @@ def test_spans_of_an_open_video(numbered):
     np.testing.assert_allclose(second_half.keyframes[:, 10, 10, 0].astype(float), [120, 230], atol=6)
     with pytest.raises(ValueError, match="empty or outside"):
         sample_span(reader, info, sampling, start=30)
+
+
+@pytest.mark.parametrize("degrees,white_edge", [(90, "bottom"), (180, "right"), (270, "top")])
+def test_rotated_phone_videos_come_out_upright(tmp_path, degrees, white_edge):
+    import av
+
+    path = tmp_path / "rotated.mp4"
+    stored = np.zeros((32, 64, 3), np.uint8)
+    stored[:, :16] = 255  # a white band on the left of the stored picture
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for _ in range(4):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        container.mux(stream.encode(None))
+    clip = sample_clip(path, SamplingConfig(keyframe_size=32, temporal_size=32, temporal_frames=4))
+    frame = clip.keyframes[0, :, :, 0].astype(float)
+    assert clip.info.rotation == degrees
+    assert frame.shape == ((64, 32) if degrees in (90, 270) else (32, 64))  # not squashed
+    edges = {"bottom": frame[-1].mean(), "top": frame[0].mean(), "right": frame[:, -1].mean()}
+    assert edges[white_edge] > 200

@@ -163,7 +163,8 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
     print(f"models: {extractors.describe()['temporal']['hidden_size']}-wide VideoMAE, DETR d_model "
           f"{extractors.describe()['detector']['d_model']}, CLIP width {extractors.clip.dim}; sampling {dataclasses.asdict(config.sampling)}")
 
-    extractors.extract([sample_clip(paths[0], config.sampling)])  # warm-up
+    warm = min(count, config.features.batch_clips)  # warm-up at the batch shape the timed runs use
+    extractors.extract([sample_clip(p, config.sampling) for p in paths[:warm]])
     rows = []
     decode = time_decode(paths, config)
     rows.append(("decode only", decode))

@@ -79,18 +79,22 @@ class ObjectDetector:
         """Keyframes as (H, W, 3) uint8 tensors (sizes may differ) -> one Detections per keyframe.
 
         Frames are already at `sampling.keyframe_size` (resized at decode), so the processor only
-        rescales, normalises and pads them into a batch with a pixel mask.
+        rescales, normalises and pads them into a batch with a pixel mask. Frames are batched by size,
+        so clips of different aspect ratios waste little work on padding.
         """
-        results: list[Detections] = []
-        for start in range(0, len(frames), batch_size):
-            chunk = [f.to(self.device).permute(2, 0, 1) for f in frames[start:start + batch_size]]  # (3, H, W) each
+        order = sorted(range(len(frames)), key=lambda i: tuple(frames[i].shape))
+        results: list[Detections | None] = [None] * len(frames)
+        for start in range(0, len(order), batch_size):
+            positions = order[start:start + batch_size]
+            chunk = [frames[i].to(self.device).permute(2, 0, 1) for i in positions]  # (3, H, W) each
             inputs = self.processor(images=chunk, do_resize=False, return_tensors="pt")
             pixel_values = inputs["pixel_values"].to(self.device, self.dtype)  # (b, 3, H_max, W_max)
             outputs = self.model(pixel_values=pixel_values, pixel_mask=inputs["pixel_mask"].to(self.device))
             outputs.logits, outputs.pred_boxes = outputs.logits.float(), outputs.pred_boxes.float()
             sizes = [tuple(f.shape[1:]) for f in chunk]
             found = self.processor.post_process_object_detection(outputs, threshold=self.threshold, target_sizes=sizes)
-            results.extend(self._select(d, size) for d, size in zip(found, sizes))
+            for i, d, size in zip(positions, found, sizes):
+                results[i] = self._select(d, size)
         return results
 
     def _select(self, found: dict, size: tuple[int, int]) -> Detections:

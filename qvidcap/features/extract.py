@@ -102,12 +102,16 @@ def extract_features(config: StudyConfig, env: Environment, split: str, *, worke
         clip_set = load_clips(config, env, split)
         clips, dataset = clip_set.records, dataset or clip_set.source
     dataset = dataset or config.data.source
-    store, extractors = open_store_for(config, env, dataset, env.device, extractors)
-
     mine = sorted(clips, key=lambda r: r.video_id)[worker_index::num_workers]
-    todo = [r for r in mine if r.video_id not in store]
-    report = ExtractionReport(split, store.root, worker_index, num_workers, len(mine), len(mine) - len(todo), 0, 0, 0.0,
+    stored = FeatureStore(store_root(env, dataset))
+    todo = [r for r in mine if r.video_id not in stored]
+    report = ExtractionReport(split, stored.root, worker_index, num_workers, len(mine), len(mine) - len(todo), 0, 0, 0.0,
                               extractors=extractors)
+    if not todo:  # nothing to do: not even the models are loaded
+        logger.info("%s: all %d clips already in %s", split, len(mine), stored.root)
+        return report
+    store, extractors = open_store_for(config, env, dataset, env.device, extractors)
+    report.extractors = extractors
     start = time.perf_counter()
     batch = []
     with store.writer(worker_index, config.features.shard_clips) as writer:

@@ -1,8 +1,8 @@
 """The captioning model: heads, Q-Former, decoders, tokenizers and the `QVidCap` captioner."""
 from qvidcap.model.captioner import CaptionerOutput, QVidCap, VideoEncoding, build_captioner, link_widths
-from qvidcap.model.tokenizer import build_tokenizer, load_tokenizer, tokenize_captions
+from qvidcap.model.tokenizer import build_tokenizer, load_tokenizer, pad_token_ids, tokenize_captions
 
 __all__ = [
     "CaptionerOutput", "QVidCap", "VideoEncoding", "build_captioner", "build_tokenizer", "link_widths",
-    "load_tokenizer", "tokenize_captions",
+    "load_tokenizer", "pad_token_ids", "tokenize_captions",
 ]

@@ -67,6 +67,11 @@ def link_widths(config: StudyConfig, feature_dims: dict[str, int], text_embed_di
 
 
 class QVidCap(nn.Module):
+    """The captioner: `encode_video` (features → prefix), `forward` (caption loss), `generate` (captions).
+
+    Built by `build_captioner`; `config` is the linked StudyConfig it was built from (saved with checkpoints).
+    """
+
     def __init__(self, config: StudyConfig, decoder: nn.Module, tokenizer: PreTrainedTokenizerBase):
         super().__init__()
         if config.heads.text_embed_dim <= 0:

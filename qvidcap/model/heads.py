@@ -1,7 +1,7 @@
 """The three heads that turn a clip's feature streams into object, action and global representations.
 
-Read top to bottom: the mask helper, the input projections, then ObjectHead, ActionHead and GlobalHead,
-each taking what the one before it produced.
+Read top to bottom: the mask and position helpers, the input projections, then ObjectHead, ActionHead
+and GlobalHead, each taking what the one before it produced.
 
 Names: B batch, T temporal steps, N keyframes, P objects (padded), Q object queries, D the common width
 (`heads.hidden_size`), E the sentence-embedding width the auxiliary losses compare with
@@ -9,9 +9,8 @@ Names: B batch, T temporal steps, N keyframes, P objects (padded), Q object quer
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

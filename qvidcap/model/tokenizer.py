@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from qvidcap.config import StudyConfig
@@ -99,10 +100,8 @@ def tokenize_captions(tokenizer: PreTrainedTokenizerBase, captions: list[str], m
     return [ids[: max_tokens - 1] + [tokenizer.eos_token_id] for ids in encoded]
 
 
-def pad_token_ids(token_lists: list[list[int]], pad_token_id: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+def pad_token_ids(token_lists: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token lists into `input_ids (B, L)` and `attention_mask (B, L)` (1 = real token)."""
-    import torch
-
     length = max(1, max((len(ids) for ids in token_lists), default=1))
     input_ids = torch.full((len(token_lists), length), pad_token_id, dtype=torch.long)  # (B, L)
     attention_mask = torch.zeros(len(token_lists), length, dtype=torch.long)  # (B, L)
