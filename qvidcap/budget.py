@@ -32,7 +32,6 @@ import pandas as pd
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
-from torch.utils.module_tracker import ModuleTracker
 
 from qvidcap.config import StudyConfig
 
@@ -72,27 +71,15 @@ class Assumptions:
 
 
 class OpCounter(TorchDispatchMode):
-    """Dispatched ops (view ops excluded: they launch no kernel), in total and per module name."""
+    """Dispatched ops, view ops excluded (they launch no kernel)."""
 
     def __init__(self):
         super().__init__()
         self.total = 0
-        self.by_module: dict[str, int] = defaultdict(int)
-        self.tracker = ModuleTracker()
-
-    def __enter__(self):
-        self.tracker.__enter__()
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        super().__exit__(*exc)
-        self.tracker.__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if not func.is_view:
             self.total += 1
-            for name in self.tracker.parents:
-                self.by_module[name] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -104,23 +91,18 @@ class Counts:
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(self.flops + other.flops, self.ops + other.ops)
 
+    def __sub__(self, other: "Counts") -> "Counts":
+        return Counts(self.flops - other.flops, self.ops - other.ops)
+
     def __mul__(self, k: float) -> "Counts":
         return Counts(self.flops * k, self.ops * k)
 
 
-def count(fn) -> tuple[Counts, FlopCounterMode, OpCounter]:
+def count(fn) -> Counts:
     """FLOPs and dispatched ops of `fn()`."""
     with FlopCounterMode(display=False) as flops, OpCounter() as ops:
         fn()
-    return Counts(float(flops.get_total_flops()), float(ops.total)), flops, ops
-
-
-def _module_total(counts: dict, suffix: str) -> float:
-    """The count of the one module whose name ends with `suffix` (FlopCounterMode and ModuleTracker names)."""
-    found = [v for k, v in counts.items() if k.endswith(suffix)]
-    if len(found) != 1:
-        raise KeyError(f"expected one module ending in {suffix!r}, found {len(found)} among {list(counts)[:10]}")
-    return float(sum(found[0].values()) if isinstance(found[0], dict) else found[0])
+    return Counts(float(flops.get_total_flops()), float(ops.total))
 
 
 @dataclass
@@ -157,41 +139,37 @@ def measure_extraction(config: StudyConfig) -> tuple[Counts, Counts, Counts]:
     detr = DetrForObjectDetection(detr_config(config.features)).eval()
     keyframe = torch.zeros(1, 3, s.keyframe_size, s.keyframe_size * 16 // 9)  # a 16:9 keyframe
     with torch.inference_mode():
-        temporal = count(lambda: videomae(pixel_values=window))[0]
-        detector = count(lambda: detr(pixel_values=keyframe, pixel_mask=torch.ones(1, *keyframe.shape[2:], dtype=torch.long)))[0]
-        crops = count(lambda: clip.encode_image(region))[0]
+        temporal = count(lambda: videomae(pixel_values=window))
+        detector = count(lambda: detr(pixel_values=keyframe, pixel_mask=torch.ones(1, *keyframe.shape[2:], dtype=torch.long)))
+        crops = count(lambda: clip.encode_image(region))
     return temporal, detector, crops
 
 
 def measure_training(config: StudyConfig, batch_size: int, decoder_layers: int = 2) -> tuple[Counts, Counts, int]:
     """FLOPs and ops of one training step and of one forward at `batch_size`, scaled to 12 decoder layers.
 
-    Runs on the CPU in fp32 (FLOPs and op counts do not depend on the dtype); one MoE layer's share
-    (layer 1, forward and backward) is added once per missing layer.
+    Runs on the CPU in fp32 (FLOPs and op counts do not depend on the dtype) with `decoder_layers` and
+    with one more layer; the difference, one MoE layer, is added once per missing layer.
     """
     from qvidcap.dry_run import build_real_size_captioner, word_tokenizer
     from qvidcap.losses import compute_losses
     from qvidcap.memory_plan import FULL_LAYERS, MODEL_INPUTS, synthetic_batch
 
     tokenizer = word_tokenizer()
-    model = build_real_size_captioner(config, tokenizer, decoder_layers).train()
     batch = synthetic_batch(config, batch_size, len(tokenizer))
     inputs = {k: batch[k] for k in MODEL_INPUTS}
 
-    def step():
-        compute_losses(model(**inputs), batch, config.train).total.backward()
+    def run(layers: int) -> tuple[Counts, Counts, int]:
+        model = build_real_size_captioner(config, tokenizer, layers).train()
+        step = count(lambda: compute_losses(model(**inputs), batch, config.train).total.backward())
+        # the forward with autograd on: under no_grad FlopCounterMode's module tracker fails on frozen inputs
+        forward = count(lambda: compute_losses(model(**inputs), batch, config.train))
+        return step, forward, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    def forward():  # with autograd on, as validation's forward costs the same; no_grad trips ModuleTracker
-        compute_losses(model(**inputs), batch, config.train)
-
-    scaled = []
-    for fn in (step, forward):
-        measured, flops, ops = count(fn)
-        layer = Counts(_module_total(flops.get_flop_counts(), "decoder.model.layers.1"),
-                       _module_total(ops.by_module, "decoder.model.layers.1"))
-        scaled.append(measured + layer * (FULL_LAYERS - decoder_layers))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return scaled[0], scaled[1], trainable
+    step, forward, trainable = run(decoder_layers)
+    step_more, forward_more, _ = run(decoder_layers + 1)
+    missing = FULL_LAYERS - decoder_layers
+    return step + (step_more - step) * missing, forward + (forward_more - forward) * missing, trainable
 
 
 def measure_sentence_model(tokens: dict[str, int]) -> dict[str, Counts]:
@@ -206,7 +184,7 @@ def measure_sentence_model(tokens: dict[str, int]) -> dict[str, Counts]:
     with torch.inference_mode():
         for name, length in tokens.items():
             ids = torch.ones(1, length, dtype=torch.long, device="meta")
-            out[name] = count(lambda: model(input_ids=ids))[0]  # no padding: no mask to build
+            out[name] = count(lambda: model(input_ids=ids))  # no padding: no mask to build
     return out
 
 

@@ -4,6 +4,7 @@
       model.safetensors     trainable weights only (a frozen pretrained decoder is named in config.json, not copied)
       config.json           the resolved StudyConfig, widths linked
       tokenizer/            the tokenizer the model was trained with
+      feature_stats.safetensors  per-dimension mean/std the model standardises its inputs with (qvidcap.normalization)
       extractors/           the feature extractors' saved state (copied from the feature store), so that
                             inference extracts features exactly as training saw them
       training_state.pt     optimizer, scheduler, RNG states (torch.load(..., weights_only=True) loads it)
@@ -26,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qvidcap.config import StudyConfig
+from qvidcap.normalization import attach_feature_stats, feature_stats_of
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ TOKENIZER = "tokenizer"
 EXTRACTORS = "extractors"
 TRAINING_STATE = "training_state.pt"
 TRAINER_STATE = "trainer_state.json"
+FEATURE_STATS = "feature_stats.safetensors"
 
 
 class CheckpointError(RuntimeError):
@@ -68,6 +71,9 @@ def save_checkpoint(path: str | Path, model, config: StudyConfig, tokenizer, *, 
     tmp.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.trainable_state_dict().items()}
     save_file(weights, str(tmp / WEIGHTS), metadata={"format": "qvidcap-1"})
+    stats = feature_stats_of(model)
+    if stats is not None:
+        save_file({k: v.contiguous() for k, v in stats.items()}, str(tmp / FEATURE_STATS))
     config.to_json(tmp / CONFIG)
     save_tokenizer(tokenizer, tmp / TOKENIZER)
     if extractors_dir is not None and Path(extractors_dir).is_dir():
@@ -111,6 +117,8 @@ def load_captioner(path: str | Path, device: str = "cpu", strict: bool = True):
     tokenizer = load_tokenizer(path / TOKENIZER)
     model = build_captioner(config, tokenizer)
     load_trainable_weights(model, load_file(str(path / WEIGHTS)), strict=strict, source=path)
+    if (path / FEATURE_STATS).is_file():
+        attach_feature_stats(model, load_file(str(path / FEATURE_STATS)))
     return model.to(device).eval(), config, tokenizer
 
 

@@ -165,6 +165,7 @@ class TrainConfig:
     global_weight: float = 0.2
     captions_per_clip: int = 0  # 0 = every caption is a training sample; k = the first k per clip
     save_every_steps: int = 0  # 0 = at the end of every epoch only
+    standardize_features: bool = True  # the model standardises each feature stream with training-set mean/std
     eval_clips: int = 40  # validation clips captioned each epoch for the quick metric
     run_name: str = "qvidcap"
 

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from qvidcap.config import StudyConfig, load_config
+from qvidcap.config import StudyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ SAFETY = 0.10  # fraction of the card kept free for allocator fragmentation and 
 FULL_LAYERS = 12  # decoder layers of DeepSeek-VL2-tiny's language model
 PREFIX_TOKENS = 15 + 1  # Q-Former queries + the start token
 CAPTION_TOKENS = 30  # decoder.max_caption_tokens (EOS included)
+GPUS_PER_PLATFORM = {"kaggle": 2, "colab": 1}  # Kaggle's T4 x2 runs DDP: each GPU also holds gradient buckets
 
 
 def _storage_key(t: torch.Tensor) -> int:
@@ -343,7 +344,7 @@ def plan_memory(profile: str = "kaggle", batch_size: int | None = None, decoder_
     config = real_size_config(profile)
     batch = batch_size or config.train.batch_size
     effective = effective_batch or batch * config.train.grad_accum_steps
-    processes = 2 if profile == "kaggle" else 1
+    processes = GPUS_PER_PLATFORM.get(profile, 1)
     while True:
         step = measure_training_step(config, batch, decoder_layers)
         plan = plan_from_measurement(profile, step, max(1, effective // batch), processes)

@@ -32,6 +32,7 @@ from qvidcap.dataset import CaptionDataset, EpochSampler, collate_samples
 from qvidcap.env import Environment, supports_bf16
 from qvidcap.features.clip_features import collate_features
 from qvidcap.losses import compute_losses
+from qvidcap.normalization import attach_feature_stats, compute_feature_stats
 from qvidcap.progress import progress
 from qvidcap.text_targets import TextTargets, build_text_targets
 
@@ -143,6 +144,9 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
 
     # 2. model, optimizer, schedule
     model = build_captioner(linked, data.tokenizer, device=str(accelerator.device))
+    if tc.standardize_features:
+        train_ids = dict.fromkeys(video_id for video_id, _ in data.train.samples)
+        attach_feature_stats(model, compute_feature_stats(data.train.features[v] for v in train_ids))
     optimizer = torch.optim.AdamW(_parameter_groups(model, tc.weight_decay), lr=tc.lr)
     batches_per_epoch = math.ceil(len(data.train) / (tc.batch_size * accelerator.num_processes))
     steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum_steps)

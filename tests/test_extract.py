@@ -115,3 +115,37 @@ def _clip_set(split, records):
 
     return ClipSet(split=split, source="mini", records=records)
 
+
+
+def test_extraction_benchmark_prints_its_table(setup, capsys):
+    import argparse
+
+    from qvidcap.bench import extraction
+
+    config, env, records = setup
+    parser = argparse.ArgumentParser()
+    extraction.add_arguments(parser)
+    args = parser.parse_args(["--clips", "2", "--videos", str(records[0].video_path.parent)])
+    assert extraction.main(args, config) == 0
+    out = capsys.readouterr().out
+    for line in ("decode only", "pipeline", "floor", "naive", "VideoMAE per clip", "VATEX clips"):
+        assert line in out
+
+
+def test_a_clip_the_models_fail_on_is_skipped_not_the_batch(setup):
+    from qvidcap.features.extractors import build_extractors
+
+    config, env, records = setup
+    extractors = build_extractors(config)
+    real_extract = extractors.extract
+
+    def extract(clips):
+        if any(c.video_id == "good1" for c in clips):
+            raise RuntimeError("model cannot take this frame")
+        return real_extract(clips)
+
+    extractors.extract = extract
+    report = extract_features(config, env, "train", clips=records[:4], dataset="mini", extractors=extractors)
+    assert (report.extracted, report.failed) == (3, 1)
+    assert "model cannot take this frame" in report.failures[0]["reason"]
+    assert FeatureStore(env.output_dir / "features" / "mini").video_ids == ["good0", "good2", "good3"]

@@ -141,3 +141,14 @@ def test_pretrained_name_offline_gives_one_clear_error(tmp_path):
     assert len(lines) == 3, result.stdout + result.stderr
     for line, name in zip(lines, ["MCG-NJU/videomae-base", "facebook/detr-resnet-50", "ViT-B-32/openai"]):
         assert repr(name) in line and "local folder" in line
+
+
+def test_models_named_by_a_local_folder_load_through_the_pretrained_path(extractors, clips, tmp_path):
+    extractors.save(tmp_path / "saved")
+    config = tiny_config(**{"features.temporal_model": str(tmp_path / "saved" / "temporal"),
+                            "features.detector_model": str(tmp_path / "saved" / "detector")})
+    named = build_extractors(config)
+    assert named.describe()["temporal"]["name"] == str(tmp_path / "saved" / "temporal")
+    assert named.describe()["detector"]["weights"] == "pretrained"
+    for a, b in zip(extractors.extract(clips), named.extract(clips)):
+        assert torch.equal(a.temporal, b.temporal) and torch.equal(a.boxes, b.boxes)

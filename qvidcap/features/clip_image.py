@@ -79,8 +79,12 @@ class ClipImageEncoder:
             return cls(model, "", json.loads((weights_dir / CONFIG_FILE).read_text())["model_cfg"], device, dtype)
         if features.clip_model and features.clip_pretrained:
             name = f"{features.clip_model}/{features.clip_pretrained}"
+            # OpenAI's weights were trained with QuickGELU; open_clip only warns when the architecture differs
+            tag = open_clip.get_pretrained_cfg(features.clip_model, features.clip_pretrained) or {}
             with _quiet_root_logger():
-                model = load_pretrained(name, lambda: open_clip.create_model(features.clip_model, pretrained=features.clip_pretrained))
+                model = load_pretrained(name, lambda: open_clip.create_model(
+                    features.clip_model, pretrained=features.clip_pretrained,
+                    force_quick_gelu=bool(tag.get("quick_gelu", False))))
             return cls(model, name, None, device, dtype)
         if features.clip_model or features.random_size == "base":  # an open_clip architecture, random weights
             arch = features.clip_model or "ViT-B-32"

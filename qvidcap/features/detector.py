@@ -23,18 +23,20 @@ class Detections:
 
 
 def detr_config(features: FeatureConfig):
-    """A random DETR: small (ResNet with 4 basic stages, narrow transformer) or DETR-R50's architecture."""
+    """A random DETR: small (ResNet with 4 basic stages, narrow transformer) or DETR-R50's architecture.
+
+    The backbone is transformers' own ResNet (no timm, no ImageNet weights fetched): an explicit
+    `backbone_config` is how transformers 5 spells use_timm_backbone=False, use_pretrained_backbone=False.
+    """
     from transformers import DetrConfig, ResNetConfig
 
     if features.random_size == "base":
         backbone = ResNetConfig(out_features=["stage4"])  # ResNet-50
-        return DetrConfig(backbone_config=backbone, use_timm_backbone=False, use_pretrained_backbone=False,
-                          num_labels=91)
+        return DetrConfig(backbone_config=backbone, num_labels=91)
     width = features.small_hidden_size
     backbone = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, width, width], depths=[1, 1, 1, 1],
                             layer_type="basic", out_features=["stage4"])
-    return DetrConfig(backbone_config=backbone, use_timm_backbone=False, use_pretrained_backbone=False,
-                      d_model=width, encoder_layers=1, decoder_layers=features.small_layers,
+    return DetrConfig(backbone_config=backbone, d_model=width, encoder_layers=1, decoder_layers=features.small_layers,
                       encoder_attention_heads=features.small_heads, decoder_attention_heads=features.small_heads,
                       encoder_ffn_dim=2 * width, decoder_ffn_dim=2 * width, num_queries=2 * features.max_objects + 4,
                       num_labels=16, init_std=0.2)  # a wider init spreads the random boxes apart
@@ -64,8 +66,7 @@ class ObjectDetector:
             name = ""
         elif features.detector_model:
             name = features.detector_model
-            # the checkpoint holds the backbone's weights: never fetch timm's ImageNet ones on the side
-            model = load_pretrained(name, lambda: DetrForObjectDetection.from_pretrained(name, use_pretrained_backbone=False))
+            model = load_pretrained(name, lambda: DetrForObjectDetection.from_pretrained(name))
             processor = load_pretrained(name, lambda: DetrImageProcessor.from_pretrained(name))
         else:
             with torch.random.fork_rng(devices=[]):

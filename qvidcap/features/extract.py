@@ -127,17 +127,26 @@ def extract_features(config: StudyConfig, env: Environment, split: str, *, worke
                 continue
             batch.append(result)
             if len(batch) >= config.features.batch_clips:
-                report.extracted += _extract_batch(extractors, batch, writer)
+                report.extracted += _extract_batch(extractors, batch, writer, store, report)
                 batch = []
-        report.extracted += _extract_batch(extractors, batch, writer)
+        report.extracted += _extract_batch(extractors, batch, writer, store, report)
     report.seconds = time.perf_counter() - start
     logger.info("%s: %d clips extracted (%.1f clips/s), %d already stored, %d failed -> %s", split, report.extracted,
                 report.clips_per_second, report.already_stored, report.failed, store.root)
     return report
 
 
-def _extract_batch(extractors: Extractors, batch: list, writer) -> int:
-    for features in extractors.extract(batch):
+def _extract_batch(extractors: Extractors, batch: list, writer, store: FeatureStore, report: ExtractionReport) -> int:
+    """Extract a batch; if the models fail on it, retry clip by clip so only the clip at fault is skipped."""
+    try:
+        results = extractors.extract(batch)
+    except Exception as e:  # e.g. out of memory on one huge frame, or a frame size a model rejects
+        if len(batch) == 1:
+            _fail(store, report, batch[0].video_id, f"feature extraction failed: {type(e).__name__}: {e}", batch[0].path)
+            return 0
+        logger.warning("batch of %d clips failed (%s); retrying them one by one", len(batch), type(e).__name__)
+        return sum(_extract_batch(extractors, [clip], writer, store, report) for clip in batch)
+    for features in results:
         writer.add(features)
     return len(batch)
 

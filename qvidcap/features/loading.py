@@ -27,7 +27,7 @@ def load_pretrained(name: str, loader: Callable[[], T]) -> T:
     try:
         return loader()
     except (OSError, RuntimeError, ValueError, ImportError) as e:
-        if isinstance(e, ModelNotAvailableError):
+        if isinstance(e, (ModelNotAvailableError, torch.cuda.OutOfMemoryError)):
             raise
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ModelNotAvailableError(name, reason) from e

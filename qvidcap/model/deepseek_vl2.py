@@ -170,7 +170,8 @@ def read_language_state_dict(directory: Path, dtype: torch.dtype) -> dict[str, t
     if unexpected:
         raise CheckpointMismatchError(f"{len(unexpected)} checkpoint keys outside language./vision./projector.: "
                                       f"{unexpected[:20]}")
-    for prefix, by_expert in experts.items():
+    for prefix in sorted(experts):
+        by_expert = experts.pop(prefix)  # freed layer by layer: the fused copy never doubles the whole model
         count = max(by_expert) + 1
         incomplete = [f"{prefix}.{e}.{p}" for e in range(count) for p in ("gate_proj", "up_proj", "down_proj")
                       if p not in by_expert.get(e, {})]
