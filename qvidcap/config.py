@@ -149,20 +149,20 @@ class GenerationConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
-    batch_size: int = 32
-    grad_accum_steps: int = 1
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
+    epochs: int = 12  # passes over every (clip, caption) pair (20 in the original)
+    batch_size: int = 16  # samples per process per micro-batch (16 in the original)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    lr: float = 2e-3  # AdamW peak learning rate, after linear warm-up, then linear decay to 0
+    weight_decay: float = 0.01  # AdamW decay of weight matrices (biases and norms get none)
+    warmup_ratio: float = 0.05  # fraction of all optimizer steps spent warming up
+    max_grad_norm: float = 1.0  # gradient-norm clipping; 0 = none
     mixed_precision: str = "auto"  # "no", "fp16", "bf16"; "auto" = bf16 if supported, fp16 on other GPUs, no on CPU
-    seed: int = 0
+    seed: int = 0  # model init, dropout and the epoch orders derive from it
     num_workers: int = 0  # DataLoader workers
-    caption_weight: float = 0.4
-    object_weight: float = 0.2
-    action_weight: float = 0.2
-    global_weight: float = 0.2
+    caption_weight: float = 0.4  # weight of the caption cross-entropy in the total loss
+    object_weight: float = 0.2  # weight of the Hungarian-matched noun-phrase cosine loss
+    action_weight: float = 0.2  # weight of the Hungarian-matched verb cosine loss
+    global_weight: float = 0.2  # weight of the whole-caption cosine loss
     captions_per_clip: int = 0  # 0 = every caption is a training sample; k = the first k per clip
     save_every_steps: int = 0  # 0 = at the end of every epoch only
     standardize_features: bool = True  # the model standardises each feature stream with training-set mean/std

@@ -26,6 +26,7 @@ from typing import Iterable
 
 logger = logging.getLogger(__name__)
 
+RULES_VERSION = 2  # bump when the rules change, so cached text targets made by older rules are not reused
 OBJECT_FALLBACK = "object"
 ACTION_FALLBACK = "action"
 SKIPPED_CHUNKS = {"someone", "something", "anyone"}
@@ -108,7 +109,7 @@ ADVERBS = set("slowly quickly fast rapidly quietly gently steadily again away ba
               "rightwards".split())
 DIRECTIONS = set("left right top bottom middle centre center".split())  # nouns after "the", adverbs alone
 QUANTITY_NOUNS = set("pair group couple set bunch lot number row".split())  # "a pair of" reads as a determiner
-ADJECTIVES = set("red blue green yellow purple orange pink black white gray grey brown cyan magenta "
+ADJECTIVES = set("red blue green yellow purple violet orange pink black white gray grey brown cyan magenta pale charcoal "
                  "small big large tiny huge little medium tall short long round bright dark light "
                  "first second other same single triangular circular round".split())
 PLAIN_AUXILIARIES = set("is are was were be been being has have had do does did can could will would may might".split())
@@ -117,7 +118,7 @@ VERB_LEMMAS = set("move bounce roll spin rotate grow shrink appear disappear jum
                   "play dance swim ride drive throw catch kick hit pass turn fade flash blink shake wave stop "
                   "sit stand cut cook pour mix talk sing eat drink hold push pull climb chase follow enter "
                   "leave cross travel drift float hop swing glide expand shift wander speed change shrink become rise go "
-                  "drop sink stay remain contract see pop come appear".split())
+                  "drop sink stay remain contract see pop come appear get show do".split())
 CLOSED = DETERMINERS | PREPOSITIONS | CONJUNCTIONS | AUXILIARIES | PRONOUNS
 IRREGULAR_VERBS = {
     "is": "be", "are": "be", "was": "be", "were": "be", "goes": "go", "went": "go", "ran": "run",
@@ -125,7 +126,7 @@ IRREGULAR_VERBS = {
     "drove": "drive", "threw": "throw", "flew": "fly", "flies": "fly", "grew": "grow", "fell": "fall",
     "made": "make", "took": "take", "gave": "give", "held": "hold", "came": "come", "spun": "spin",
     "spinning": "spin", "sliding": "slide", "slid": "slide", "began": "begin", "appears": "appear",
-    "seen": "see", "saw": "see", "sank": "sink", "rose": "rise", "became": "become", "becomes": "become",
+    "seen": "see", "saw": "see", "going": "go", "doing": "do", "does": "do", "got": "get", "sank": "sink", "rose": "rise", "became": "become", "becomes": "become",
 }
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
@@ -139,7 +140,7 @@ def _looks_like_verb(word: str) -> bool:
 E_LEMMAS = set("move bounce slide rotate glide dance ride drive wave shake smile race chase dive skate "
                "change fade grace pace place raise rise squeeze take make come arrive leave circle "
                "juggle wiggle wobble tumble shuffle bubble dribble pose use close pause erase trace create "
-               "skate shine".split())
+               "skate shine become".split())
 
 
 def lemmatize_verb(word: str) -> str:
@@ -188,7 +189,8 @@ def _rule_phrases(caption: str) -> tuple[list[str], list[str]]:
     previous = ""
     for word in words:
         content = [w for w in run if w not in DETERMINERS and w not in QUANTITY_NOUNS and w != "of"]
-        verb_slot = previous in AUXILIARIES or previous in PRONOUNS or (previous in CONJUNCTIONS and previous_was_verb)
+        verb_slot = (previous in AUXILIARIES or previous in PRONOUNS or previous == "not"
+                     or (previous in CONJUNCTIONS and previous_was_verb))
         if word in AUXILIARIES:
             close_run()
             if word not in PLAIN_AUXILIARIES:

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qvidcap.config import StudyConfig
-from qvidcap.phrases import PhraseSplitter, resolve_pos_backend
+from qvidcap.phrases import RULES_VERSION, PhraseSplitter, resolve_pos_backend
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def text_target_key(captions: list[str], config: StudyConfig, pos_backend: str, 
     digest = hashlib.sha256()
     for caption in sorted(set(captions)):
         digest.update(caption.encode("utf-8") + b"\0")
-    digest.update(json.dumps({"sentence_model": config.text.sentence_model, "pos": pos_backend,
+    digest.update(json.dumps({"sentence_model": config.text.sentence_model, "pos": pos_backend, "rules": RULES_VERSION,
                               "max_phrases": config.text.max_phrases,
                               "max_tokens": config.decoder.max_caption_tokens,
                               "tokenizer": tokenizer_fingerprint(tokenizer)}, sort_keys=True).encode())

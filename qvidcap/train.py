@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -162,11 +163,15 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state.update(saved["trainer"])
-        _truncate_log(log_path, state["step"], state["epoch"])
+        if accelerator.is_main_process:
+            _truncate_log(log_path, state["step"], state["epoch"])
         logger.info("resuming %s at epoch %d, step %d", last_dir, state["epoch"], state["step"])
-    elif accelerator.is_main_process:
+    elif accelerator.is_main_process:  # a fresh run: an older run's checkpoints and log under this name go
+        for old in (last_dir, best_dir):
+            shutil.rmtree(old, ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
+    accelerator.wait_for_everyone()
     model, optimizer = accelerator.prepare(model, optimizer)
     if resuming:
         set_rng_state(saved["rng"])  # after building: model init drew from the RNG too

@@ -1,6 +1,6 @@
 """The HTTP API, against a real `qvidcap serve` process (waitress) on a free local port.
 
-The checkpoint and clips come from `tests/test_inference.py`'s session fixtures: a tiny model taught
+The checkpoint and clips come from the session fixtures in `tests/conftest.py`: a tiny model taught
 one caption per clip, so a caption returned for the wrong upload is visible.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from test_inference import CAPTIONS, COLOURS, checkpoint, media, pipeline  # noqa: F401  (session fixtures)
+from tiny_checkpoint import CAPTIONS, COLOURS  # noqa: F401
 
 TIMEOUT_S = 120  # per request: generous, the test machine is shared
 

@@ -80,3 +80,22 @@ def test_fresh_run_ignores_an_old_checkpoint(tmp_path):
     train(config, local_env(tmp_path), data=data)
     again = train(config, local_env(tmp_path), data=data, resume=False, max_steps=4)
     assert again.step == 4 and again.steps["step"].tolist() == [1, 2, 3, 4]
+    assert again.best is None  # the older run's best is not taken for this run's
+
+
+@pytest.mark.slow
+def test_the_default_pipeline_trains_on_a_small_mini_dataset(tmp_path):
+    """Mini dataset -> features -> text targets (bundled MiniLM, rules) -> a few epochs of the real trainer."""
+    from qvidcap.config import load_config
+    from qvidcap.features.extract import extract_features
+
+    config = load_config("smoke", {"paths.output_dir": str(tmp_path / "out"), "paths.data_dir": str(tmp_path / "data"),
+                                   "data.mini_train_clips": 24, "data.mini_validation_clips": 6, "data.mini_test_clips": 6,
+                                   "train.epochs": 3, "train.eval_clips": 6})
+    env = Environment("local", "cpu", 0, "", tmp_path / "data", tmp_path / "out", None)
+    for split in ("train", "validation"):
+        extract_features(config, env, split)
+    result = train(config, env)
+    assert result.text_backends["sentence_model"] == "all-MiniLM-L6-v2"
+    assert result.steps["caption"].tail(5).mean() < 0.7 * result.steps["caption"].head(5).mean()
+    assert (result.last / "feature_stats.safetensors").is_file() and (result.last / "extractors").is_dir()
