@@ -101,7 +101,7 @@ def build_real_size_decoder(num_layers: int, dtype: torch.dtype = torch.float32,
     """The tiny model's language model with random weights and `num_layers` layers, routers kept in
     float32 as the checkpoint loader keeps them, prepared for `train_mode` like `build_decoder` does."""
     from qvidcap.config import DecoderConfig
-    from qvidcap.model.decoder import _prepare_for_training
+    from qvidcap.model.decoder import prepare_for_training
     from qvidcap.model.deepseek_vl2 import DeepseekCausalLM
 
     with torch.random.fork_rng(devices=[]):
@@ -111,7 +111,7 @@ def build_real_size_decoder(num_layers: int, dtype: torch.dtype = torch.float32,
     for name, param in model.named_parameters():
         if name.endswith("mlp.gate.weight"):
             param.data = param.data.float()
-    return _prepare_for_training(model, DecoderConfig(train_mode=train_mode))
+    return prepare_for_training(model, DecoderConfig(train_mode=train_mode))
 
 
 def build_real_size_captioner(config: StudyConfig, tokenizer, decoder_layers: int = 2,

@@ -95,4 +95,40 @@ def _check_data(base: Path) -> None:
     assert len(list((base / "data" / "mini" / "videos").glob("*.mp4"))) == sum(r["referenced"] for r in summary.values())
 
 
-CHECKS = {"00": _check_setup, "01": _check_data}
+def _check_features(base: Path) -> None:
+    from qvidcap.features.store import FeatureStore
+
+    store = FeatureStore(base / "outputs" / "features" / "mini")
+    summary = json.loads((base / "outputs" / "data_summary.json").read_text())
+    assert len(store) == sum(row["referenced"] for row in summary) and not store.failures
+    clip = store.get(store.video_ids[0])
+    assert clip.temporal.dtype == clip.context.dtype == clip.objects.dtype == __import__("torch").float16
+
+
+def _check_training(base: Path) -> None:
+    from qvidcap.train import read_log
+
+    run = base / "outputs" / "checkpoints" / "qvidcap"
+    assert (run / "best" / "config.json").is_file() and (run / "last" / "config.json").is_file()
+    steps, epochs = read_log(run / "log.jsonl")
+    first, last = steps["caption"].head(20).mean(), steps["caption"].tail(20).mean()
+    assert last < 0.5 * first, f"caption loss fell only from {first:.2f} to {last:.2f}"
+    assert epochs["val_caption"].iloc[-1] < epochs["val_caption"].iloc[0]
+
+
+def _check_evaluation(base: Path) -> None:
+    metrics = json.loads((base / "outputs" / "eval" / "qvidcap" / "public_test" / "metrics.json").read_text())
+    cider = {name: scores["CIDEr"] for name, scores in metrics["systems"].items()}
+    assert metrics["scored_set"]["num_clips"] == 60 and metrics["scored_set"]["refs_per_clip_min"] == 10
+    assert cider["trained"] >= 2 * cider["blind"], f"trained model must double the caption-blind CIDEr: {cider}"
+    assert cider["trained"] > cider["untrained"], cider
+    assert not metrics["diversity"]["trained"]["collapsed"]
+
+
+def _check_demo(base: Path) -> None:
+    uploads = base / "outputs" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir()), "uploads must be removed after captioning"
+
+
+CHECKS = {"00": _check_setup, "01": _check_data, "03": _check_features, "05": _check_training,
+          "06": _check_evaluation, "08": _check_demo}

@@ -27,7 +27,7 @@ def small_clip_config(features: FeatureConfig, sampling: SamplingConfig) -> dict
     width = features.small_hidden_size
     return {
         "embed_dim": width,
-        "vision_cfg": {"image_size": sampling.temporal_size, "patch_size": 16, "width": width,
+        "vision_cfg": {"image_size": sampling.temporal_size, "patch_size": features.small_patch_size, "width": width,
                        "layers": features.small_layers, "head_width": width // features.small_heads},
         "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
     }

@@ -22,7 +22,7 @@ def videomae_config(features: FeatureConfig, sampling: SamplingConfig):
     if features.random_size == "base":
         return VideoMAEConfig(image_size=sampling.temporal_size, num_frames=sampling.temporal_frames)
     return VideoMAEConfig(
-        image_size=sampling.temporal_size, patch_size=16, num_frames=sampling.temporal_frames, tubelet_size=2,
+        image_size=sampling.temporal_size, patch_size=features.small_patch_size, num_frames=sampling.temporal_frames, tubelet_size=2,
         hidden_size=features.small_hidden_size, num_hidden_layers=features.small_layers,
         num_attention_heads=features.small_heads, intermediate_size=4 * features.small_hidden_size,
     )

@@ -63,7 +63,7 @@ def build_decoder(config: DecoderConfig, tokenizer: PreTrainedTokenizerBase, dev
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise DecoderError(f"the tokenizer has {len(tokenizer)} tokens but the decoder's embedding only "
                            f"{model.get_input_embeddings().num_embeddings}; use the decoder's own tokenizer")
-    return _prepare_for_training(model, config)
+    return prepare_for_training(model, config)
 
 
 def _load_hf(config: DecoderConfig, device: str) -> nn.Module:
@@ -78,7 +78,8 @@ def _load_hf(config: DecoderConfig, device: str) -> nn.Module:
                            "directory holding its config.json, weights and tokenizer as decoder.name") from e
 
 
-def _prepare_for_training(model: nn.Module, config: DecoderConfig) -> nn.Module:
+def prepare_for_training(model: nn.Module, config: DecoderConfig) -> nn.Module:
+    """Set which decoder weights train (`config.train_mode`): all, none, or LoRA adapters only."""
     if config.train_mode == "full":
         return model.requires_grad_(True)
     model.requires_grad_(False)
