@@ -139,6 +139,7 @@ class DecoderConfig:
     small_shared_experts: int = 1  # shared experts in each MoE layer (2 in deepseek-vl2-tiny)
     small_dense_layers: int = 1  # first layers with a dense MLP instead of MoE (first_k_dense_replace)
     small_min_word_count: int = 1  # words seen fewer times in the training captions become <unk>
+    word_dropout: float = 0.25  # training: share of teacher-forced caption words shown to the decoder as <unk>
 
 
 @dataclass
@@ -150,7 +151,7 @@ class GenerationConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12  # passes over every (clip, caption) pair (20 in the original)
+    epochs: int = 16  # passes over every (clip, caption) pair (20 in the original)
     batch_size: int = 16  # samples per process per micro-batch (16 in the original)
     grad_accum_steps: int = 1  # micro-batches per optimizer step
     lr: float = 2e-3  # AdamW peak learning rate, after linear warm-up, then linear decay to 0
@@ -254,6 +255,7 @@ _GPU_COMMON: dict[str, Any] = {
     "decoder.kind": "deepseek_vl2",
     "decoder.name": "deepseek-ai/deepseek-vl2-tiny",
     "decoder.train_mode": "frozen",
+    "decoder.word_dropout": 0.0,  # a frozen pretrained decoder needs no push towards the prefix
     "generation.num_beams": 5,
     "generation.max_new_tokens": 32,
     "generation.batch_size": 16,

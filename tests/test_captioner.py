@@ -10,7 +10,8 @@ CAPTIONS = ["a red circle moves left .", "a blue square grows", "the green trian
 DIMS = {"temporal": 12, "object": 10, "context": 8}
 SMALL = ("heads.hidden_size=16 heads.num_heads=2 heads.num_object_queries=3 qformer.num_queries=4 "
          "qformer.num_heads=2 qformer.intermediate_size=32 decoder.small_hidden_size=32 decoder.small_layers=2 "
-         "decoder.small_intermediate_size=48 decoder.small_moe_intermediate_size=16 heads.dropout=0 qformer.dropout=0")
+         "decoder.small_intermediate_size=48 decoder.small_moe_intermediate_size=16 heads.dropout=0 qformer.dropout=0 "
+         "decoder.word_dropout=0")
 
 
 def clip(i, num_objects):
@@ -223,3 +224,23 @@ def test_a_frozen_decoder_stays_in_eval_mode_while_the_heads_train(built):
     model.train()
     assert model.qformer.training and not model.decoder.training
     assert not any(m.training for m in model.decoder.modules())
+
+
+def test_word_dropout_hides_words_in_training_only_and_leaves_the_labels(built):
+    model, tokenizer = built
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    model.config.decoder.word_dropout = 1.0
+    model.train()
+    hidden = model._word_dropout(input_ids)
+    assert (hidden == tokenizer.unk_token_id).all()
+    out = model(**features, input_ids=input_ids, attention_mask=attention_mask)
+    blind = model(**features, input_ids=torch.full_like(input_ids, 7), attention_mask=attention_mask)
+    # every word hidden: the decoder's inputs no longer depend on the caption, only the labels do
+    torch.testing.assert_close(out.logits, blind.logits)
+    assert not torch.equal(out.caption_loss, blind.caption_loss)
+    model.config.decoder.word_dropout = 0.5
+    torch.manual_seed(0)
+    share = (model._word_dropout(torch.full((64, 64), 7)) == tokenizer.unk_token_id).float().mean()
+    assert 0.4 < share < 0.6
+    model.eval()
+    assert torch.equal(model._word_dropout(input_ids), input_ids)

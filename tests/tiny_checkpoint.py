@@ -15,7 +15,8 @@ TINY = {"sampling.num_keyframes": 2, "sampling.temporal_frames": 4, "sampling.te
         "qformer.num_layers": 1, "qformer.num_heads": 2, "qformer.intermediate_size": 64,
         "decoder.small_hidden_size": 32, "decoder.small_layers": 1, "decoder.small_heads": 2,
         "decoder.small_intermediate_size": 64, "decoder.small_moe_intermediate_size": 32,
-        "heads.dropout": 0.0, "qformer.dropout": 0.0, "generation.num_beams": 2, "generation.max_new_tokens": 6}
+        "heads.dropout": 0.0, "qformer.dropout": 0.0, "generation.num_beams": 2, "generation.max_new_tokens": 6,
+        "decoder.word_dropout": 0.0}
 
 
 def write_clip(path: Path, colour: tuple[int, int, int], step: tuple[int, int], seconds: float = 2.0,

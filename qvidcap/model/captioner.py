@@ -122,6 +122,20 @@ class QVidCap(nn.Module):
         token_embeds = embed(tokens)  # (B, 1 + L, H)
         return torch.cat([prefix.to(token_embeds.dtype), token_embeds], dim=1)  # (B, Qf + 1 + L, H)
 
+    def _word_dropout(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced words replaced by <unk> with probability `decoder.word_dropout` (training only).
+
+        A decoder trained from scratch can lower its loss by modelling the captions' language alone and
+        ignore the prefix (every clip then gets one caption); hiding some of the words it conditions on
+        makes the video prefix worth reading. The labels are untouched.
+        """
+        rate = self.config.decoder.word_dropout
+        if not self.training or rate <= 0:
+            return input_ids
+        unk = self.tokenizer.unk_token_id if self.tokenizer.unk_token_id is not None else self.pad_id
+        hidden = torch.rand(input_ids.shape, device=input_ids.device) < rate  # (B, L)
+        return input_ids.masked_fill(hidden, unk)
+
     def forward(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
                 object_mask: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CaptionerOutput:
         """Caption loss and head outputs. input_ids (B, L) end with EOS and are right-padded;
@@ -129,8 +143,8 @@ class QVidCap(nn.Module):
         # 1. encode the clip into head outputs and a prefix
         enc = self.encode_video(temporal, context, objects, object_mask)
         B, Qf, _ = enc.prefix.shape
-        # 2. the decoder reads [prefix, start, caption]
-        inputs_embeds = self._decoder_inputs(enc.prefix, input_ids)  # (B, Qf + 1 + L, H)
+        # 2. the decoder reads [prefix, start, caption]; in training some caption words are hidden from it
+        inputs_embeds = self._decoder_inputs(enc.prefix, self._word_dropout(input_ids))  # (B, Qf + 1 + L, H)
         seen = torch.ones(B, Qf + 1, dtype=attention_mask.dtype, device=attention_mask.device)
         mask = torch.cat([seen, attention_mask], dim=1)  # (B, Qf + 1 + L)
         logits = self.decoder(inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=False).logits
