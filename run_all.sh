@@ -30,7 +30,7 @@ setup() {
 }
 
 study() {
-  # the loop over notebooks lives in qvidcap/study.py (the Kaggle kernel runs the same one)
+  # the loop over notebooks lives in qvidcap/runtime/study.py (the Kaggle kernel runs the same one)
   local args=()
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -38,7 +38,7 @@ study() {
       *) echo "unknown option $1 (expected --profile, --set, --from)" >&2; exit 2 ;;
     esac
   done
-  "$PY" -m qvidcap.study "${args[@]}"
+  "$PY" -m qvidcap.runtime.study "${args[@]}"
 }
 
 cmd="${1:-study}"

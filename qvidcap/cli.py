@@ -17,12 +17,12 @@ from qvidcap.config import PROFILES, ConfigError, load_config
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("qvidcap.data.prepare", "generate the mini dataset or fetch VATEX from Kaggle"),
     "extract": ("qvidcap.features.extract", "extract motion, object and context features into the store"),
-    "train": ("qvidcap.train", "train the captioner on stored features"),
-    "evaluate": ("qvidcap.evaluate", "caption a split and score it with pycocoevalcap"),
-    "caption": ("qvidcap.inference", "caption video files with a trained checkpoint"),
-    "serve": ("qvidcap.serve", "serve POST /upload over HTTP"),
+    "train": ("qvidcap.training.train", "train the captioner on stored features"),
+    "evaluate": ("qvidcap.evaluation.evaluate", "caption a split and score it with pycocoevalcap"),
+    "caption": ("qvidcap.serving.inference", "caption video files with a trained checkpoint"),
+    "serve": ("qvidcap.serving.serve", "serve POST /upload over HTTP"),
     "bench": ("qvidcap.bench", "print throughput benchmarks"),
-    "kaggle": ("qvidcap.kaggle_kernel", "write or push the Kaggle notebook of the study"),
+    "kaggle": ("qvidcap.runtime.kaggle_kernel", "write or push the Kaggle notebook of the study"),
 }
 
 

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class PathsConfig:
-    data_dir: str = ""  # datasets are written here; "" = the environment's default (see qvidcap.env)
+    data_dir: str = ""  # datasets are written here; "" = the environment's default (see qvidcap.runtime.env)
     output_dir: str = ""  # features, checkpoints, metrics, figures; "" = the environment's default
     vatex_input: str = ""  # a read-only VATEX copy to read from (e.g. /kaggle/input/vatex0110); "" = search
 

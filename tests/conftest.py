@@ -37,6 +37,6 @@ def checkpoint(tmp_path_factory, media) -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline(checkpoint):
-    from qvidcap.inference import CaptionPipeline
+    from qvidcap.serving.inference import CaptionPipeline
 
     return CaptionPipeline.from_checkpoint(checkpoint, device="cpu")

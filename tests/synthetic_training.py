@@ -79,10 +79,10 @@ def make_clips(num_clips: int, split: str, seed: int = 0) -> tuple[list[ClipReco
 
 def make_training_data(config: StudyConfig, tmp_path: Path, num_train: int = 48, num_validation: int = 12):
     """`TrainingData` for `train(..., data=...)`, built from the synthetic clips."""
-    from qvidcap.dataset import CaptionDataset
+    from qvidcap.training.dataset import CaptionDataset
     from qvidcap.model.tokenizer import build_tokenizer
-    from qvidcap.text_targets import build_text_targets
-    from qvidcap.train import TrainingData
+    from qvidcap.training.text_targets import build_text_targets
+    from qvidcap.training.train import TrainingData
 
     train_records, features = make_clips(num_train, "train")
     validation_records, validation_features = make_clips(num_validation, "val", seed=1)

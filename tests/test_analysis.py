@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from qvidcap import analysis
-from qvidcap.metrics import CaptionScores, ScoredSet
+from qvidcap.evaluation import analysis
+from qvidcap.evaluation.metrics import CaptionScores, ScoredSet
 
 
 def test_collapse_is_called_below_the_threshold():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qvidcap.baselines import blind_baseline
-from qvidcap.metrics import ScoringError, simple_tokenize
+from qvidcap.evaluation.baselines import blind_baseline
+from qvidcap.training.cider import ScoringError, simple_tokenize
 
 TRAIN = {
     "v1": ["a red ball rolls", "a red ball is rolling"],

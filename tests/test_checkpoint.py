@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from qvidcap import checkpoint as ckpt
-from qvidcap.checkpoint import CheckpointError, find_checkpoint, load_captioner, load_training_state, save_checkpoint
+from qvidcap.model import checkpoint as ckpt
+from qvidcap.model.checkpoint import CheckpointError, find_checkpoint, load_captioner, load_training_state, save_checkpoint
 from qvidcap.model import build_captioner, link_widths
 from qvidcap.model.tokenizer import build_word_tokenizer
 from synthetic_training import make_clips, tiny_config

@@ -1,6 +1,6 @@
 import torch
 
-from qvidcap.dataset import CaptionDataset, EpochSampler, collate_samples, epoch_order, select_captions
+from qvidcap.training.dataset import CaptionDataset, EpochSampler, collate_samples, epoch_order, select_captions
 from qvidcap.data.records import ClipRecord
 from synthetic_training import make_training_data, tiny_config
 

@@ -14,7 +14,7 @@ from qvidcap.data.download import (
     find_kaggle_credentials,
 )
 from qvidcap.data.prepare import prepare_data
-from qvidcap.env import Environment
+from qvidcap.runtime.env import Environment
 
 FAKE_KEY = "fake-kaggle-key-0123456789abcdef"
 TINY_MINI = "data.mini_train_clips=2 data.mini_validation_clips=1 data.mini_test_clips=1 " \
@@ -30,7 +30,7 @@ def clean_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub-cache"))
-    monkeypatch.setattr("qvidcap.env.KAGGLE_INPUT", tmp_path / "no-kaggle-input")
+    monkeypatch.setattr("qvidcap.runtime.env.KAGGLE_INPUT", tmp_path / "no-kaggle-input")
     (tmp_path / "kaggle-config").mkdir()
     return Environment("local", "cpu", 0, "", tmp_path / "data", tmp_path / "outputs", None)
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from qvidcap import budget
-from qvidcap.dry_run import (DEEPSEEK_VL2_TINY, REAL_FEATURE_DIMS, SENTENCE_EMBED_DIM, real_size_config,
+from qvidcap.planning import budget
+from qvidcap.planning.dry_run import (DEEPSEEK_VL2_TINY, REAL_FEATURE_DIMS, SENTENCE_EMBED_DIM, real_size_config,
                              tiny_text_config)
 
 
@@ -66,7 +66,7 @@ def test_budget_table_totals_and_platforms():
 
 @pytest.mark.slow
 def test_dry_run_of_the_gpu_profile_at_real_size():
-    from qvidcap.dry_run import run_dry_run
+    from qvidcap.planning.dry_run import run_dry_run
 
     result = run_dry_run("kaggle", decoder_layers=2)
     config = real_size_config("kaggle")

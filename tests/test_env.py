@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from qvidcap import env as env_module
+from qvidcap.runtime import env as env_module
 from qvidcap.config import load_config
-from qvidcap.env import detect_environment, detect_kind, resolve_device
+from qvidcap.runtime.env import detect_environment, detect_kind, resolve_device
 
 
 def test_local_defaults_live_in_the_repository(monkeypatch):

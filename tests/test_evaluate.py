@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from qvidcap.config import load_config
-from qvidcap.env import detect_environment
+from qvidcap.runtime.env import detect_environment
 from qvidcap.features.clip_features import ClipFeatures
-from qvidcap.published import results_table
+from qvidcap.evaluation.published import results_table
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -33,7 +33,7 @@ def _random_features(video_id: str, generator: torch.Generator, num_objects: int
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A 6/2/5-clip mini dataset, features for every clip but the last test clip, and an untrained checkpoint."""
-    from qvidcap.checkpoint import save_checkpoint
+    from qvidcap.model.checkpoint import save_checkpoint
     from qvidcap.data.vatex import load_clips
     from qvidcap.features.store import FeatureStore
     from qvidcap.model import build_captioner, build_tokenizer, link_widths
@@ -60,7 +60,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(study):
-    from qvidcap.evaluate import evaluate
+    from qvidcap.evaluation.evaluate import evaluate
 
     config, env, _ = study
     return evaluate(config, env)
@@ -125,8 +125,8 @@ def test_cli_evaluate(study, capsys):
 
 
 def test_missing_checkpoint_is_a_clear_error(study, tmp_path):
-    from qvidcap.checkpoint import CheckpointError
-    from qvidcap.evaluate import evaluate
+    from qvidcap.model.checkpoint import CheckpointError
+    from qvidcap.evaluation.evaluate import evaluate
 
     _, env, _ = study
     config = load_config("smoke", f"paths.output_dir={tmp_path} paths.data_dir={env.data_dir}")
@@ -136,7 +136,7 @@ def test_missing_checkpoint_is_a_clear_error(study, tmp_path):
 
 @needs_java
 def test_saved_report_reads_back(study, report):
-    from qvidcap.evaluate import load_predictions, load_report
+    from qvidcap.evaluation.evaluate import load_predictions, load_report
 
     config, env, _ = study
     again = load_report(config, env)
@@ -165,7 +165,7 @@ def test_notebooks_are_clean_and_parameterised(name):
 
 
 def test_published_rows_and_comparability():
-    from qvidcap.published import comparability, published_table
+    from qvidcap.evaluation.published import comparability, published_table
 
     table = published_table()
     assert table.loc["SwinBERT (Lin et al., CVPR 2022)", "CIDEr"] == 73.0

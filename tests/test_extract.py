@@ -4,7 +4,7 @@ import pytest
 
 from qvidcap.config import load_config
 from qvidcap.data.records import ClipRecord
-from qvidcap.env import detect_environment
+from qvidcap.runtime.env import detect_environment
 from qvidcap.features.extract import extract_features, launcher_rank
 from qvidcap.features.store import FeatureStore, FeatureStoreError
 from qvidcap.video import write_video

@@ -48,7 +48,7 @@ def test_files_that_are_not_videos_raise_a_decode_error_naming_the_file(pipeline
 
 
 def test_window_bounds_cover_every_frame_and_merge_a_short_tail():
-    from qvidcap.inference import window_bounds
+    from qvidcap.serving.inference import window_bounds
 
     assert window_bounds(72, 24) == [(0, 24), (24, 48), (48, 72)]
     assert window_bounds(80, 24) == [(0, 24), (24, 48), (48, 80)]  # 8 frames left: merged
@@ -59,7 +59,7 @@ def test_window_bounds_cover_every_frame_and_merge_a_short_tail():
 
 
 def test_windows_of_a_long_video_decode_only_their_own_frames(pipeline, media):
-    from qvidcap.inference import sample_windows
+    from qvidcap.serving.inference import sample_windows
 
     windows = list(sample_windows(media["long"], pipeline.config.sampling, 3.0))
     assert [span for span, _ in windows] == [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0)]
@@ -82,7 +82,7 @@ def test_plot_caption_shows_frames_under_the_caption(media):
     import matplotlib
 
     matplotlib.use("Agg")
-    from qvidcap.inference import plot_caption
+    from qvidcap.serving.inference import plot_caption
 
     figure = plot_caption(media["clip0"], "a red square moves right", reference="a square", num_frames=3, size=64)
     assert len(figure.axes) == 3

@@ -3,10 +3,10 @@ import json
 import nbformat
 import pytest
 
-from qvidcap import links
+from qvidcap.runtime import links
 from qvidcap.cli import main as cli_main
 from qvidcap.config import load_config
-from qvidcap.kaggle_kernel import CODE_FILE, kernel_metadata, write_kernel
+from qvidcap.runtime.kaggle_kernel import CODE_FILE, kernel_metadata, write_kernel
 
 
 def test_metadata_asks_for_two_t4s_and_attaches_vatex():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qvidcap.config import TrainConfig
-from qvidcap.losses import compute_losses, global_cosine_loss, hungarian_cosine_loss, hungarian_match
+from qvidcap.training.losses import compute_losses, global_cosine_loss, hungarian_cosine_loss, hungarian_match
 from qvidcap.model import CaptionerOutput
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from qvidcap import memory_plan
+from qvidcap.planning import memory_plan
 from qvidcap.config import load_config
-from qvidcap.dry_run import decoder_parameter_count
-from qvidcap.memory_plan import (GIB, LiveMemoryMeter, SavedTensorMeter, StepMeasurement, component,
+from qvidcap.planning.dry_run import decoder_parameter_count
+from qvidcap.planning.memory_plan import (GIB, LiveMemoryMeter, SavedTensorMeter, StepMeasurement, component,
                                  plan_from_measurement)
 
 
@@ -103,7 +103,7 @@ def test_gpu_profiles_keep_an_effective_batch_of_at_least_sixteen(profile):
 
 @pytest.mark.slow
 def test_measured_step_at_real_width_has_the_logits_term():
-    from qvidcap.dry_run import real_size_config
+    from qvidcap.planning.dry_run import real_size_config
 
     config = real_size_config("colab")
     step = memory_plan.measure_training_step(config, batch_size=2, decoder_layers=2)

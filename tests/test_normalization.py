@@ -1,10 +1,10 @@
 import torch
 
-from qvidcap.checkpoint import load_captioner, save_checkpoint
+from qvidcap.model.checkpoint import load_captioner, save_checkpoint
 from qvidcap.features.clip_features import collate_features
 from qvidcap.model import build_captioner, link_widths
 from qvidcap.model.tokenizer import build_word_tokenizer
-from qvidcap.normalization import attach_feature_stats, compute_feature_stats, feature_stats_of
+from qvidcap.model.normalization import attach_feature_stats, compute_feature_stats, feature_stats_of
 from synthetic_training import make_clips, tiny_config
 
 

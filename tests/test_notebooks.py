@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from qvidcap import links
+from qvidcap.runtime import links
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -106,7 +106,7 @@ def _check_features(base: Path) -> None:
 
 
 def _check_training(base: Path) -> None:
-    from qvidcap.train import read_log
+    from qvidcap.training.train import read_log
 
     run = base / "outputs" / "checkpoints" / "qvidcap"
     assert (run / "best" / "config.json").is_file() and (run / "last" / "config.json").is_file()

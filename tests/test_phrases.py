@@ -2,7 +2,7 @@ import importlib.util
 
 import pytest
 
-from qvidcap.phrases import PhraseSplitter, PosModelError, lemmatize_verb, resolve_pos_backend
+from qvidcap.training.phrases import PhraseSplitter, PosModelError, lemmatize_verb, resolve_pos_backend
 
 
 @pytest.mark.parametrize("caption, nouns, verbs", [

@@ -18,7 +18,7 @@ TIMEOUT_S = 120  # per request: generous, the test machine is shared
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):  # noqa: F811
-    from qvidcap.serve import ServerProcess
+    from qvidcap.serving.serve import ServerProcess
 
     with ServerProcess(checkpoint, tmp_path_factory.mktemp("serve") / "uploads") as process:
         yield process
@@ -86,7 +86,7 @@ def test_parallel_uploads_each_get_their_own_caption(server, media, pipeline):  
 
 
 def test_upload_over_the_size_limit_gets_a_json_413(checkpoint, media, tmp_path):  # noqa: F811
-    from qvidcap.serve import ServerProcess
+    from qvidcap.serving.serve import ServerProcess
 
     with ServerProcess(checkpoint, tmp_path / "uploads", max_upload_mb=0.05) as small:
         body = assert_json_error(post(small, "big.mp4", b"\0" * 200_000), 413)
@@ -96,7 +96,7 @@ def test_upload_over_the_size_limit_gets_a_json_413(checkpoint, media, tmp_path)
 
 
 def test_a_server_that_cannot_start_says_why(tmp_path):
-    from qvidcap.serve import ServerProcess, ServerStartError
+    from qvidcap.serving.serve import ServerProcess, ServerStartError
 
     with pytest.raises(ServerStartError, match="not a complete checkpoint"):
         ServerProcess(tmp_path / "no-checkpoint", tmp_path / "uploads", startup_timeout_s=120).start()
@@ -104,7 +104,7 @@ def test_a_server_that_cannot_start_says_why(tmp_path):
 
 def test_app_refuses_a_non_positive_size_limit(pipeline):  # noqa: F811
     from qvidcap.config import ServeConfig
-    from qvidcap.serve import create_app
+    from qvidcap.serving.serve import create_app
 
     with pytest.raises(ValueError, match="max_upload_mb"):
         create_app(pipeline, ServeConfig(max_upload_mb=0, upload_folder=str(Path("unused"))))
@@ -115,7 +115,7 @@ def test_a_failure_inside_the_server_is_a_json_500_without_traceback(pipeline, m
     import shutil
 
     from qvidcap.config import ServeConfig
-    from qvidcap.serve import create_app
+    from qvidcap.serving.serve import create_app
 
     folder = tmp_path / "uploads"
     client = create_app(pipeline, ServeConfig(upload_folder=str(folder))).test_client()

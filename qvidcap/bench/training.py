@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from qvidcap.config import StudyConfig
-from qvidcap.dataset import CaptionDataset, CaptionSample, collate_samples
-from qvidcap.losses import compute_losses
-from qvidcap.phrases import PhraseSplitter
-from qvidcap.text_targets import CaptionTargets, load_sentence_model
+from qvidcap.training.dataset import CaptionDataset, CaptionSample, collate_samples
+from qvidcap.training.losses import compute_losses
+from qvidcap.training.phrases import PhraseSplitter
+from qvidcap.training.text_targets import CaptionTargets, load_sentence_model
 
 
 class PerSampleTargets(Dataset):
@@ -78,9 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
-    from qvidcap.env import detect_environment
+    from qvidcap.runtime.env import detect_environment
     from qvidcap.model import build_captioner, link_widths
-    from qvidcap.train import prepare_training_data
+    from qvidcap.training.train import prepare_training_data
 
     env = detect_environment(config)
     torch.manual_seed(config.train.seed)

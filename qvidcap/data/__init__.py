@@ -1,4 +1,4 @@
-"""Datasets: the VATEX annotations (official JSON, Kaggle save_to_disk copies) and the built-in mini dataset.
+"""01-02: datasets: the VATEX annotations (official JSON, Kaggle save_to_disk copies) and the built-in mini dataset.
 
 `prepare_data` makes the configured dataset available (generate or download); `load_clips` reads one
 split into `ClipRecord`s, with an account of the records it could not use.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qvidcap.config import StudyConfig
-from qvidcap.env import Environment
+from qvidcap.runtime.env import Environment
 
 logger = logging.getLogger(__name__)
 

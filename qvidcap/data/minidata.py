@@ -28,7 +28,7 @@ import numpy as np
 
 from qvidcap.config import DataConfig
 from qvidcap.data.records import format_video_id
-from qvidcap.progress import progress
+from qvidcap.runtime.progress import progress
 
 logger = logging.getLogger(__name__)
 

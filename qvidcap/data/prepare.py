@@ -14,7 +14,7 @@ from qvidcap.config import StudyConfig
 from qvidcap.data.download import DownloadError, MissingCredentialsError, download_vatex
 from qvidcap.data.minidata import generate_mini_dataset
 from qvidcap.data.vatex import DatasetLocation, DatasetNotFoundError, load_splits, mini_location, resolve_dataset
-from qvidcap.env import Environment, detect_environment
+from qvidcap.runtime.env import Environment, detect_environment
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from qvidcap.config import StudyConfig
 from qvidcap.data.records import SPLITS, ClipRecord, VideoIdError, parse_video_id
-from qvidcap import env as env_module
-from qvidcap.env import Environment
+from qvidcap.runtime import env as env_module
+from qvidcap.runtime.env import Environment
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Features: the three streams of a clip (motion, objects, context) and the store that keeps them.
+"""03: features: the three streams of a clip (motion, objects, context) and the store that keeps them.
 
 `extractors.build_extractors` makes VideoMAE, DETR and CLIP (pretrained by name, or small random
 models); `store.FeatureStore` keeps their float16 output by videoID; `extract.extract_features` runs a

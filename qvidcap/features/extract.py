@@ -17,10 +17,10 @@ from pathlib import Path
 
 from qvidcap.config import StudyConfig
 from qvidcap.data.records import ClipRecord
-from qvidcap.env import Environment
+from qvidcap.runtime.env import Environment
 from qvidcap.features.extractors import Extractors, build_extractors
 from qvidcap.features.store import FeatureStore
-from qvidcap.progress import progress
+from qvidcap.runtime.progress import progress
 from qvidcap.video import VideoDecodeError, sample_clips
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
-    from qvidcap.env import detect_environment
+    from qvidcap.runtime.env import detect_environment
 
     launched = launcher_rank()
     worker_index = args.worker_index if args.worker_index is not None else (launched[0] if launched else 0)

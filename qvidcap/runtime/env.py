@@ -14,7 +14,7 @@ from qvidcap.config import StudyConfig
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: qvidcap/runtime/env.py -> the folder above qvidcap/
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
 

@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from qvidcap.metrics import ConsensusCider, ScoringError, simple_tokenize
-from qvidcap.progress import progress
+from qvidcap.training.cider import ConsensusCider, ScoringError, simple_tokenize
+from qvidcap.runtime.progress import progress
 
 logger = logging.getLogger(__name__)
 

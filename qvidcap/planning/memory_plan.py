@@ -1,6 +1,6 @@
 """Does the GPU profile fit a 16 GB T4? A memory plan from counted weights and measured activations.
 
-    python -m qvidcap.memory_plan [--profile kaggle] [--batch-size 16]
+    python -m qvidcap.planning.memory_plan [--profile kaggle] [--batch-size 16]
 
 - Decoder weights: DeepSeek-VL2-tiny's language model built on the meta device from its real config
   (`dry_run.DEEPSEEK_VL2_TINY` through the loader's `text_config_from_vl2`), 2 bytes a weight (fp16:
@@ -161,7 +161,7 @@ def component(module_name: str) -> str:
 def synthetic_batch(config: StudyConfig, batch_size: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A worst-case training batch at the profile's shapes: every keyframe with `max_objects` boxes,
     every caption `CAPTION_TOKENS` long, `text.max_phrases` phrases per caption."""
-    from qvidcap.dry_run import REAL_FEATURE_DIMS, SENTENCE_EMBED_DIM
+    from qvidcap.planning.dry_run import REAL_FEATURE_DIMS, SENTENCE_EMBED_DIM
 
     g = torch.Generator().manual_seed(seed)
     s = config.sampling
@@ -210,8 +210,8 @@ class StepMeasurement:
 def measure_training_step(config: StudyConfig, batch_size: int, decoder_layers: int = 2,
                           dtype: torch.dtype = torch.bfloat16) -> StepMeasurement:
     """Forward (under CPU autocast in `dtype`), losses and backward of the real-width model, metered."""
-    from qvidcap.dry_run import build_real_size_captioner, word_tokenizer
-    from qvidcap.losses import compute_losses
+    from qvidcap.planning.dry_run import build_real_size_captioner, word_tokenizer
+    from qvidcap.training.losses import compute_losses
 
     if decoder_layers < 2:
         raise ValueError(f"decoder_layers is {decoder_layers!r}; at least 2 are needed to measure a MoE layer")
@@ -313,7 +313,7 @@ class MemoryPlan:
 def plan_from_measurement(profile: str, step: StepMeasurement, grad_accum_steps: int,
                           processes: int = 1) -> MemoryPlan:
     """The training-time rows on one T4 for a measured step."""
-    from qvidcap.dry_run import decoder_parameter_count
+    from qvidcap.planning.dry_run import decoder_parameter_count
 
     decoder = decoder_parameter_count()
     trainable = step.trainable_parameters
@@ -339,7 +339,7 @@ def plan_memory(profile: str = "kaggle", batch_size: int | None = None, decoder_
                 effective_batch: int | None = None, with_extractors: bool = True) -> MemoryPlan:
     """Measure the profile's training step; when it does not fit, halve the batch (raising the
     accumulation so that batch x accumulation stays `effective_batch`) until it does."""
-    from qvidcap.dry_run import real_size_config
+    from qvidcap.planning.dry_run import real_size_config
 
     config = real_size_config(profile)
     batch = batch_size or config.train.batch_size
@@ -358,7 +358,7 @@ def plan_memory(profile: str = "kaggle", batch_size: int | None = None, decoder_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qvidcap.memory_plan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qvidcap.planning.memory_plan", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="kaggle", choices=["kaggle", "colab"])
     parser.add_argument("--batch-size", type=int, default=None, help="per-GPU batch to try first (default: the profile's)")
     parser.add_argument("--decoder-layers", type=int, default=2, help="layers run for the measurement (>= 2)")

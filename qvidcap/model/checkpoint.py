@@ -4,7 +4,7 @@
       model.safetensors     trainable weights only (a frozen pretrained decoder is named in config.json, not copied)
       config.json           the resolved StudyConfig, widths linked
       tokenizer/            the tokenizer the model was trained with
-      feature_stats.safetensors  per-dimension mean/std the model standardises its inputs with (qvidcap.normalization)
+      feature_stats.safetensors  per-dimension mean/std the model standardises its inputs with (qvidcap.model.normalization)
       extractors/           the feature extractors' saved state (copied from the feature store), so that
                             inference extracts features exactly as training saw them
       training_state.pt     optimizer, scheduler, RNG states (torch.load(..., weights_only=True) loads it)
@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qvidcap.config import StudyConfig
-from qvidcap.normalization import attach_feature_stats, feature_stats_of
+from qvidcap.model.normalization import attach_feature_stats, feature_stats_of
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qvidcap.config import StudyConfig
-from qvidcap.phrases import RULES_VERSION, PhraseSplitter, resolve_pos_backend
+from qvidcap.training.phrases import RULES_VERSION, PhraseSplitter, resolve_pos_backend
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Everything lands in `<output>/eval/<train.run_name>/<split>/`:
                           out (no features)
     clip_ids.txt          the exact clips scored (the same set for every system)
     trained/              predictions.json ([{"videoID", "caption"}]), scores.json, per_clip.csv, clip_ids.txt
-    blind/, untrained/    the same for the two baselines (see qvidcap.baselines)
+    blind/, untrained/    the same for the two baselines (see qvidcap.evaluation.baselines)
 
 The scored set is the split's clips that have features in the store and at least one reference;
 clips without features are listed in metrics.json, never silently dropped.
@@ -24,12 +24,12 @@ from typing import Sequence
 
 import pandas as pd
 
-from qvidcap.analysis import diversity
-from qvidcap.baselines import BlindBaseline, blind_baseline, untrained_captioner
+from qvidcap.evaluation.analysis import diversity
+from qvidcap.evaluation.baselines import BlindBaseline, blind_baseline, untrained_captioner
 from qvidcap.config import GenerationConfig, StudyConfig
-from qvidcap.env import Environment
-from qvidcap.metrics import CaptionScores, ScoringError, score_captions
-from qvidcap.progress import progress
+from qvidcap.runtime.env import Environment
+from qvidcap.evaluation.metrics import CaptionScores, ScoringError, score_captions
+from qvidcap.runtime.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | 
              baselines: bool = True) -> EvaluationReport:
     """Caption `split` (default `eval.split`) with the checkpoint (default: `eval.checkpoint`, else the
     best of `train.run_name`), score it, and score the blind and untrained baselines on the same clips."""
-    from qvidcap.checkpoint import find_checkpoint, load_captioner
+    from qvidcap.model.checkpoint import find_checkpoint, load_captioner
 
     split = split or config.eval.split
     path = Path(checkpoint) if checkpoint else find_checkpoint(config, env.output_dir)
@@ -249,7 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
-    from qvidcap.env import detect_environment
+    from qvidcap.runtime.env import detect_environment
 
     env = detect_environment(config)
     report = evaluate(config, env, checkpoint=args.checkpoint, split=args.split, baselines=not args.no_baselines)

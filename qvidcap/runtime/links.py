@@ -1,7 +1,7 @@
 """Where the kit lives on GitHub, and the one-click badges built from it (README and every notebook)."""
 from __future__ import annotations
 
-GITHUB_REPO = "qvidcap/qvidcap"  # owner/name; forks change this one line and re-run `python -m qvidcap.links`
+GITHUB_REPO = "qvidcap/qvidcap"  # owner/name; forks change this one line and re-run `python -m qvidcap.runtime.links`
 BRANCH = "main"
 
 

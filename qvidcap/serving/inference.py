@@ -88,7 +88,7 @@ class CaptionPipeline:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "CaptionPipeline":
         """Everything from one checkpoint directory (`<output>/checkpoints/<run_name>/best`)."""
-        from qvidcap.checkpoint import load_captioner
+        from qvidcap.model.checkpoint import load_captioner
         from qvidcap.features.extractors import build_extractors, load_extractors
 
         path = Path(path)
@@ -250,8 +250,8 @@ def _positive_seconds(text: str) -> float:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
-    from qvidcap.checkpoint import CheckpointError
-    from qvidcap.env import resolve_device
+    from qvidcap.model.checkpoint import CheckpointError
+    from qvidcap.runtime.env import resolve_device
 
     try:
         pipeline = CaptionPipeline.from_checkpoint(args.checkpoint, device=resolve_device(config.device))

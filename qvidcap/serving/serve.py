@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 from qvidcap.config import ServeConfig, StudyConfig
 
 if TYPE_CHECKING:
-    from qvidcap.inference import Caption
+    from qvidcap.serving.inference import Caption
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class Captioner(Protocol):
-    """What the API needs from a pipeline: a video file in, a `Caption` (see qvidcap.inference) out."""
+    """What the API needs from a pipeline: a video file in, a `Caption` (see qvidcap.serving.inference) out."""
 
     def caption(self, path: str | Path) -> "Caption": ...
 
@@ -162,9 +162,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
-    from qvidcap.checkpoint import CheckpointError
-    from qvidcap.env import resolve_device
-    from qvidcap.inference import CaptionPipeline
+    from qvidcap.model.checkpoint import CheckpointError
+    from qvidcap.runtime.env import resolve_device
+    from qvidcap.serving.inference import CaptionPipeline
 
     serve_config = config.serve
     for name in ("host", "port", "upload_folder", "max_upload_mb", "threads"):

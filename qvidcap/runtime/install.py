@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from qvidcap.config import StudyConfig
-from qvidcap.env import Environment
+from qvidcap.runtime.env import Environment
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 import pandas as pd
 
 from qvidcap.config import StudyConfig, load_config
-from qvidcap.env import Environment, detect_environment
+from qvidcap.runtime.env import Environment, detect_environment
 
 
 def setup_notebook(profile: str = "smoke", overrides: str | dict | None = None) -> tuple[StudyConfig, Environment]:

@@ -16,7 +16,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from qvidcap.metrics import CaptionScores, simple_tokenize
+from qvidcap.evaluation.metrics import CaptionScores
+from qvidcap.training.cider import simple_tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def reference_word_hits(predictions: dict[str, str], references: dict[str, list[
     """Object and action words of each clip (noun heads and verb lemmas found in at least `min_refs`
     of its references) and whether the caption has them. Rows: videoID, kind, word, outcome
     ("hit" or "missed"). For VATEX, where no attributes are known."""
-    from qvidcap.phrases import PhraseSplitter, lemmatize_verb
+    from qvidcap.training.phrases import PhraseSplitter, lemmatize_verb
 
     splitter = PhraseSplitter(pos_model)
     rows = []

@@ -1,6 +1,6 @@
 """Progress bars that behave in terminals, notebooks and papermill logs alike.
 
-Headless runs (papermill through `qvidcap.study` or the tests, which set `QVIDCAP_HEADLESS=1`, and CI)
+Headless runs (papermill through `qvidcap.runtime.study` or the tests, which set `QVIDCAP_HEADLESS=1`, and CI)
 get plain text bars that refresh every few seconds: widget bars would be frozen JSON in an executed
 notebook and one log line per refresh. `QVIDCAP_PROGRESS=0` turns bars off.
 """

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from qvidcap import links
+from qvidcap.runtime import links
 from qvidcap.config import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def study_notebook(resume_from: str = "") -> nbformat.NotebookNode:
                           "`kaggle` profile. Outputs land in `/kaggle/working/outputs`."),
         new_code_cell(f'!pip install -q "{links.install_spec()}"\n'
                       f"!git clone -q --depth 1 https://github.com/{links.GITHUB_REPO} /kaggle/working/qvidcap-src"),
-        new_code_cell(restore + "!cd /kaggle/working/qvidcap-src && python -m qvidcap.study --profile kaggle "
+        new_code_cell(restore + "!cd /kaggle/working/qvidcap-src && python -m qvidcap.runtime.study --profile kaggle "
                       "--kernel python3 --executed-dir /kaggle/working/outputs/notebooks"),
     ]
     notebook = new_notebook(cells=cells, metadata={
@@ -83,7 +83,7 @@ def write_kernel(folder: Path, username: str, config: StudyConfig, *, slug: str 
 
 def push_kernel(folder: Path) -> None:
     """`kaggle kernels push -p FOLDER`; needs Kaggle credentials (see notebook 00)."""
-    from qvidcap.install import kaggle_credentials_status
+    from qvidcap.runtime.install import kaggle_credentials_status
 
     status = kaggle_credentials_status()
     if status.startswith("no Kaggle credentials"):

@@ -26,16 +26,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from qvidcap.checkpoint import (checkpoint_root, copy_checkpoint, load_trainable_weights, load_training_state,
+from qvidcap.model.checkpoint import (checkpoint_root, copy_checkpoint, load_trainable_weights, load_training_state,
                                 save_checkpoint, set_rng_state)
 from qvidcap.config import StudyConfig
-from qvidcap.dataset import CaptionDataset, EpochSampler, collate_samples
-from qvidcap.env import Environment, supports_bf16
+from qvidcap.training.dataset import CaptionDataset, EpochSampler, collate_samples
+from qvidcap.runtime.env import Environment, supports_bf16
 from qvidcap.features.clip_features import collate_features
-from qvidcap.losses import compute_losses
-from qvidcap.normalization import attach_feature_stats, compute_feature_stats
-from qvidcap.progress import progress
-from qvidcap.text_targets import TextTargets, build_text_targets
+from qvidcap.training.losses import compute_losses
+from qvidcap.model.normalization import attach_feature_stats, compute_feature_stats
+from qvidcap.runtime.progress import progress
+from qvidcap.training.text_targets import TextTargets, build_text_targets
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
 @torch.no_grad()
 def evaluate_epoch(model, data: TrainingData, config: StudyConfig, device, collate) -> dict[str, float]:
     """Validation losses over the validation samples and quick CIDEr of greedy captions on `train.eval_clips` clips."""
-    from qvidcap.metrics import quick_cider
+    from qvidcap.training.cider import quick_cider
 
     if data.validation is None:
         return {}
@@ -355,7 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, config: StudyConfig) -> int:
-    from qvidcap.env import detect_environment
+    from qvidcap.runtime.env import detect_environment
 
     env = detect_environment(config)
     result = train(config, env, resume=not args.fresh, max_steps=args.max_steps)

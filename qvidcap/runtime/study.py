@@ -1,4 +1,4 @@
-"""Run the numbered notebooks in order through papermill: `python -m qvidcap.study`.
+"""Run the numbered notebooks in order through papermill: `python -m qvidcap.runtime.study`.
 
 This is what `./run_all.sh` calls locally and what the Kaggle kernel calls on a GPU. Each notebook is
 written, executed, next to the outputs; the run stops at the first failing notebook and names it. The
@@ -18,7 +18,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 @dataclass
@@ -39,7 +39,7 @@ def run_study(profile: str = "smoke", overrides: str = "", *, notebook_dir: Path
 
     import papermill
 
-    os.environ["QVIDCAP_HEADLESS"] = "1"  # the kernels inherit it: text progress bars, see qvidcap.progress
+    os.environ["QVIDCAP_HEADLESS"] = "1"  # the kernels inherit it: text progress bars, see qvidcap.runtime.progress
     executed_dir.mkdir(parents=True, exist_ok=True)
     runs: list[NotebookRun] = []
     notebooks = [p for p in sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb")) if p.name[:2] >= start_from]
@@ -68,7 +68,7 @@ def run_study(profile: str = "smoke", overrides: str = "", *, notebook_dir: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qvidcap.study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m qvidcap.runtime.study", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--from", dest="start_from", default="00", help="first notebook number to run, e.g. 05")

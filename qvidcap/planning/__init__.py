@@ -1,0 +1,1 @@
+"""The GPU plan, worked out on the CPU: real-size dry run, memory plan and the session budget."""

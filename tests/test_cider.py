@@ -1,0 +1,60 @@
+"""The Java-free CIDEr-D equals pycocoevalcap's scorer on the same tokens."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qvidcap.training.cider import ConsensusCider, ScoringError, quick_cider, sanitize_caption, simple_tokenize
+
+REFERENCES = {
+    "clip_a_000000_000010": ["A man plays a guitar on stage.", "a man is playing the guitar", "someone strums a guitar"],
+    "clip_b_000000_000010": ["A dog runs in the park.", "the dog is running on grass", "a brown dog running"],
+    "clip_c_000000_000010": ["A woman cooks food in a kitchen.", "someone is cooking", "a lady prepares a meal"],
+    "clip_d_000000_000010": ["Two kids play football.", "children kick a ball", "kids playing soccer outside"],
+}
+PREDICTIONS = {
+    "clip_a_000000_000010": "a man is playing a guitar",
+    "clip_b_000000_000010": "a dog is running in the park",
+    "clip_c_000000_000010": "a man is cooking",
+    "clip_d_000000_000010": "a man plays football",
+}
+
+
+def test_sanitize_caption():
+    assert sanitize_caption("  A café\r\nscene\twith “quotes”  ") == "A cafe scene with quotes"
+    assert sanitize_caption("") == ""
+    assert sanitize_caption("a ||| b") == "a b"
+    with pytest.raises(ScoringError, match="must be a string"):
+        sanitize_caption(None)
+
+
+def test_quick_cider_matches_pycocoevalcap_cider_on_simple_tokens():
+    from pycocoevalcap.cider.cider import Cider
+
+    gts = {k: [simple_tokenize(c) for c in v] for k, v in REFERENCES.items()}
+    res = {k: [simple_tokenize(PREDICTIONS[k])] for k in REFERENCES}
+    expected, _ = Cider().compute_score(gts, res)
+    assert quick_cider(PREDICTIONS, REFERENCES) == pytest.approx(100 * expected, abs=1e-9)
+    assert simple_tokenize("A Man, plays; guitar!") == "a man plays guitar"
+
+
+def test_quick_cider_skips_clips_without_prediction_and_needs_one():
+    subset = {k: PREDICTIONS[k] for k in list(PREDICTIONS)[:3]}
+    assert quick_cider(subset, REFERENCES) == pytest.approx(
+        quick_cider(subset, {k: REFERENCES[k] for k in subset}))
+    with pytest.raises(ScoringError, match="no clip"):
+        quick_cider({}, REFERENCES)
+
+
+def test_consensus_cider_equals_pycocoevalcap_over_the_pool():
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    pool = {k: [simple_tokenize(c) for c in v] for k, v in REFERENCES.items()}
+    pool["clip_e_000000_000010"] = ["a man"]  # a different number of references
+    consensus = ConsensusCider(pool)
+    for candidate in ["a man is playing a guitar", "a dog", "", "zebra zebra zebra", "a man is cooking food"]:
+        scorer = CiderScorer(n=4, sigma=6.0)
+        for refs in pool.values():
+            scorer += (candidate, refs)
+        _, expected = scorer.compute_score()
+        np.testing.assert_allclose(consensus.score(candidate), expected, atol=1e-12)
