@@ -5,6 +5,8 @@
 #   ./run_all.sh test                 set up (first time) and run the test suite
 #   ./run_all.sh slow                 the slow tests too (full-size dry run of the GPU profile on CPU)
 #   ./run_all.sh setup                only create the virtual environment
+#   ./run_all.sh gpu-check            time the GPU profile at real sizes (random weights) -> outputs/gpu_check.json;
+#                                     without a GPU: the same code at tiny sizes on the CPU (measures nothing on a GPU)
 #   ./run_all.sh study --profile smoke --set "train.epochs=2" --from 03
 #
 # The first run creates .venv (torch is pinned here, for this machine only; Colab and Kaggle keep
@@ -24,7 +26,7 @@ setup() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install -q --upgrade pip
   if [ -n "$TORCH_SPEC" ]; then "$PY" -m pip install -q $TORCH_SPEC; fi
-  "$PY" -m pip install -q -e ".[test]"
+  "$PY" -m pip install -q -e ".[lab,offline,test]"
   "$PY" -m ipykernel install --sys-prefix --name qvidcap --display-name "Python (qvidcap)" >/dev/null
   touch "$stamp"
 }
@@ -34,8 +36,8 @@ study() {
   local args=()
   while [ $# -gt 0 ]; do
     case "$1" in
-      --profile|--set|--from) args+=("$1" "$2"); shift 2 ;;
-      *) echo "unknown option $1 (expected --profile, --set, --from)" >&2; exit 2 ;;
+      --profile|--set|--from|--to|--deadline-hours) args+=("$1" "$2"); shift 2 ;;
+      *) echo "unknown option $1 (expected --profile, --set, --from, --to, --deadline-hours)" >&2; exit 2 ;;
     esac
   done
   "$PY" -m qvidcap.runtime.study "${args[@]}"
@@ -47,6 +49,7 @@ case "$cmd" in
   study) shift || true; setup; study "$@" ;;
   test) shift; setup; exec "$PY" -m pytest "$@" ;;
   slow) shift; setup; exec "$PY" -m pytest -m slow "$@" ;;
+  gpu-check) shift; setup; exec "$PY" -m qvidcap.planning.gpu_check "$@" ;;
   --*) setup; study "$@" ;;
-  *) echo "usage: ./run_all.sh [study|test|slow|setup] [options]" >&2; exit 2 ;;
+  *) echo "usage: ./run_all.sh [study|test|slow|gpu-check|setup] [options]" >&2; exit 2 ;;
 esac

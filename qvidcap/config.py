@@ -60,6 +60,14 @@ class SamplingConfig:
     temporal_windows: int = 1  # 1 = one pass over the whole clip; N = one window per keyframe
     temporal_size: int = 64  # side of the square VideoMAE input, pixels (224 for videomae-base)
     keyframe_size: int = 96  # short side of decoded keyframes, pixels (DETR/CLIP resize further)
+    # decode bounds, checked on the container header before any frame is decoded (video.check_header):
+    # frames are scaled so their short side reaches keyframe_size, so a 2x8000 clip would decode at
+    # 96x384000 pixels a frame (7 GB for a 26 KB upload); such clips are refused, not letterboxed
+    max_aspect_ratio: float = 20.0  # long side / short side (32:9 screens are 3.6, strips of 20:1 still decode)
+    max_decoded_pixels: int = 4096 * 2304  # area of one frame once scaled to the sampling size (its long side follows)
+    max_pixels: int = 4096 * 2304  # width x height as stored (4K fits); the decoder holds up to ~17 such frames
+    max_frames: int = 1_000_000  # frames in the stream (decord indexes every one on open); ~9 h at 30 fps
+    max_seconds: float = 6 * 3600.0  # duration from the header, seconds
 
 
 @dataclass
@@ -76,6 +84,7 @@ class FeatureConfig:
     num_workers: int = 1  # decoding threads running ahead of the models
     dtype: str = "auto"  # "auto" = float16 on GPU, float32 on CPU (stored features are always float16)
     shard_clips: int = 128  # clips per shard file of the feature store
+    delete_videos: bool = False  # features-only mode (Colab): delete each video file once its features are stored
     # random backbones (a model name left empty): "small" below, or "base" = the real architectures
     # (VideoMAE-base, DETR-R50, ViT-B-32) with random weights, for benchmarks
     random_size: str = "small"
@@ -127,7 +136,9 @@ class DecoderConfig:
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] = ()  # module names LoRA adapts; () = q/k/v/o_proj (DeepSeek) or peft's default for the model type
     max_caption_tokens: int = 30  # caption tokens kept for training, EOS included
-    dtype: str = "auto"  # weights dtype of a pretrained decoder: "auto" = bfloat16/float16 on GPU, float32 on CPU
+    dtype: str = "auto"  # decoder weights: "auto" = a pretrained decoder in bfloat16 on compute capability >= 8.0, float16 on older GPUs, float32 on CPU; the small random decoder float32
+    experts_implementation: str = "eager"  # DeepSeek MoE experts: "eager" (per-expert loop) or "grouped_mm" (one grouped GEMM; GPU profiles)
+    finite_check_steps: int = 8  # float16 decoder: check every layer's output for inf/NaN on this many first forwards (0 = off)
     # sizes of the small DeepSeek-MoE decoder (default profile only)
     small_hidden_size: int = 96
     small_layers: int = 2
@@ -169,7 +180,29 @@ class TrainConfig:
     save_every_steps: int = 0  # 0 = at the end of every epoch only
     standardize_features: bool = True  # the model standardises each feature stream with training-set mean/std
     eval_clips: int = 40  # validation clips captioned each epoch for the quick metric
+    holdout_clips: int = 0  # train clips held out to pick the best checkpoint instead of validation clips; 0 = the
+    # validation split, or 5% of the train clips (at least 1) when no validation clip has features
+    max_nonfinite_steps: int = 10  # NaN/inf-loss steps skipped before the run stops: a few odd batches (an fp16
+    # overflow) are survivable, more mean the lr or the precision is wrong
+    captions_per_epoch: int = 0  # k > 0: each epoch draws k of a clip's captions (a different draw each epoch); 0 = every pair
+    val_clips: int = 0  # validation clips whose loss is computed each epoch (a fixed seeded subset); 0 = all
     run_name: str = "qvidcap"
+
+
+@dataclass
+class ScstConfig:
+    """Self-critical sequence training, the optional CIDEr-optimised stage after cross-entropy (qvidcap.training.scst)."""
+
+    enabled: bool = False  # notebooks and the study run the stage only when true; `qvidcap train-scst` runs it when asked
+    init_checkpoint: str = ""  # the CE checkpoint to start from; "" = the best checkpoint of train.run_name
+    run_suffix: str = "-scst"  # the stage writes <output>/checkpoints/<train.run_name><run_suffix>/
+    epochs: int = 4  # passes over the training clips (each clip once per epoch, k samples each)
+    batch_clips: int = 8  # clips per process per optimizer step (x num_samples sampled captions)
+    num_samples: int = 5  # k captions sampled per clip
+    baseline: str = "mean_others"  # "mean_others" (mean reward of the clip's other k-1 samples) or "greedy"
+    temperature: float = 1.0  # sampling temperature (log-probabilities are of the same tempered distribution)
+    lr: float = 2e-4  # AdamW learning rate, constant (SCST fine-tunes: well below train.lr)
+    max_new_tokens: int = 0  # longest sampled caption; 0 = generation.max_new_tokens
 
 
 @dataclass
@@ -180,16 +213,27 @@ class EvalConfig:
     blind_candidates: int = 1000  # training captions tried as the caption-blind baseline (seeded sample)
     blind_pool_clips: int = 2000  # training clips each candidate's consensus CIDEr is measured on (seeded sample)
     seed: int = 0  # seeds the blind baseline's samples and the untrained model's random weights
+    max_clips: int = 0  # caption and score only the split's first this many clips; 0 = all
 
 
 @dataclass
 class ServeConfig:
     host: str = "127.0.0.1"  # interface to bind; "0.0.0.0" exposes the API to the network
     port: int = 5000
-    max_upload_mb: float = 300.0  # largest accepted request body, MiB; larger uploads get 413
-    upload_folder: str = "uploads"  # uploads are written here under random names and removed after captioning
-    threads: int = 4  # waitress worker threads (requests served at once; generation itself is serialised)
-    cors_origins: str = "*"  # origins allowed to call the API from a browser, comma-separated
+    max_upload_mb: float = 300.0  # largest uploaded file, MiB (+64 KiB of form framing); larger: 413 on its Content-Length
+    upload_folder: str = "uploads"  # uploads live here as qvidcap-upload-<pid>-<hex> while captioned; a dead server's are removed at start
+    threads: int = 6  # waitress worker threads: one is kept for /health, the others take uploads (which wait for a decode slot)
+    # origins allowed to call the API from a browser, comma-separated, e.g. "http://localhost:3000";
+    # "" = no cross-origin access (same-origin pages and non-browser clients only), "*" = any site
+    cors_origins: str = ""
+    # waitress connection handling: idle sockets must not hold the slots real requests need
+    connection_limit: int = 500  # open connections at once (the poll loop has no select() 1024-fd ceiling)
+    channel_timeout_s: float = 15.0  # a connection with no traffic and no request in progress this long is closed
+    cleanup_interval_s: float = 2.0  # how often idle connections are looked for and closed
+    # per request: time, concurrency and memory
+    request_timeout_s: float = 120.0  # deadline from the body received to the caption; 504 when exceeded
+    decode_memory_mb: float = 1024.0  # memory the decodes running at once may use: sets how many run together
+    max_video_seconds: float = 600.0  # longest upload accepted, seconds of video (header duration); longer gets 413
 
 
 @dataclass
@@ -206,6 +250,7 @@ class StudyConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    scst: ScstConfig = field(default_factory=ScstConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
@@ -234,14 +279,15 @@ _GPU_COMMON: dict[str, Any] = {
     "sampling.num_keyframes": 8,
     "sampling.temporal_frames": 16,
     "sampling.temporal_size": 224,
-    "sampling.keyframe_size": 360,
-    "features.temporal_model": "MCG-NJU/videomae-base",
+    "sampling.keyframe_size": 800,  # DETR's training scale (short side 800); docs/gpu-budget.md has the trade-off
+    "features.temporal_model": "MCG-NJU/videomae-base-finetuned-kinetics",  # VATEX clips are Kinetics clips
     "features.detector_model": "facebook/detr-resnet-50",
     "features.clip_model": "ViT-B-32",
     "features.clip_pretrained": "openai",
     "features.detection_threshold": 0.8,
     "features.max_objects": 10,
     "features.batch_clips": 16,
+    "features.detector_batch_frames": 8,  # 800 px keyframes: ~4.7x the activations of 360 px
     "features.num_workers": 4,
     "features.shard_clips": 512,
     "text.sentence_model": "sentence-transformers/all-roberta-large-v1",
@@ -256,11 +302,14 @@ _GPU_COMMON: dict[str, Any] = {
     "decoder.name": "deepseek-ai/deepseek-vl2-tiny",
     "decoder.train_mode": "frozen",
     "decoder.word_dropout": 0.0,  # a frozen pretrained decoder needs no push towards the prefix
+    "decoder.experts_implementation": "grouped_mm",
     "generation.num_beams": 5,
     "generation.max_new_tokens": 32,
     "generation.batch_size": 16,
-    "train.epochs": 20,
-    "train.captions_per_clip": 0,  # all ten captions, as the original trained
+    "train.epochs": 10,  # x 3 captions per clip per epoch: each clip 30 times, each caption 3 times on average
+    "train.captions_per_clip": 0,  # draw from all ten captions
+    "train.captions_per_epoch": 3,  # the original trained on every pair, 20 x 10 per clip (docs/gpu-budget.md)
+    "train.val_clips": 500,  # validation loss on a fixed subset each epoch
     "train.batch_size": 16,
     "train.lr": 1e-4,
     "train.mixed_precision": "auto",
@@ -271,7 +320,9 @@ _GPU_COMMON: dict[str, Any] = {
 
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {},  # the defaults above
-    "colab": {**_GPU_COMMON, "profile": "colab"},
+    "colab": {**_GPU_COMMON, "profile": "colab",  # one T4, 2 cores, ~12 h, 15 GB Drive: a documented subset
+              "data.max_clips_per_split": 6000,  # 6,000 train clips; validation and the public test whole
+              "features.delete_videos": True, "features.num_workers": 2},
     "kaggle": {**_GPU_COMMON, "profile": "kaggle", "features.num_workers": 3},
 }
 

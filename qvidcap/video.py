@@ -5,6 +5,11 @@ keyframes), asks decord for all of them in one `get_batch` call, resized at deco
 1080p clip never sits in memory at full resolution), and hands each extractor its view of that one
 decode. Frame indices are positions in the decoded stream (end exclusive, 0-based).
 
+Every clip is checked against the bounds in `SamplingConfig` (aspect ratio, stored pixels, frame
+count, duration) on its container header, before a frame is decoded: decoding scales the short side
+up to the size the models need, so an absurd aspect ratio (2x8000) would otherwise decode frames of
+96x384000 pixels. Such clips raise `VideoBoundsError`, a `VideoDecodeError` naming the bound.
+
 Shape letters: N keyframes, W temporal windows, F frames per window, H x W pixels, 3 = RGB.
 """
 from __future__ import annotations
@@ -35,6 +40,25 @@ class VideoDecodeError(RuntimeError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"cannot decode video {self.path!r}: {reason}")
+
+
+class VideoBoundsError(VideoDecodeError):
+    """A readable clip outside the decode bounds (`sampling.max_*`): refused before any frame is decoded."""
+
+    def __init__(self, path: str | Path, reason: str, setting: str):
+        self.setting = setting  # the config value that sets the bound, e.g. "sampling.max_aspect_ratio"
+        super().__init__(path, f"{reason} ({setting})")
+
+
+@dataclass
+class VideoHeader:
+    """What the container header says about the first video stream; 0 where it does not say."""
+
+    width: int  # stored width, pixels
+    height: int  # stored height, pixels
+    num_frames: int  # frames the header announces (0 = not stated)
+    seconds: float  # duration (0 = not stated)
+    fps: float = 0.0
 
 
 @dataclass
@@ -98,9 +122,83 @@ def _first_line(error: Exception) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
-def _stream_geometry(path: str | Path) -> tuple[int, int, int]:
+def _header(container, stream) -> VideoHeader:
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    seconds = 0.0
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    frames = int(stream.frames or 0) or (round(seconds * fps) if seconds and fps else 0)
+    return VideoHeader(int(stream.codec_context.width), int(stream.codec_context.height), frames, seconds, fps)
+
+
+DECODE_BOUNDS = ("max_aspect_ratio", "max_decoded_pixels", "max_pixels", "max_frames", "max_seconds")
+
+
+def apply_decode_bounds(sampling: SamplingConfig, bounds: SamplingConfig) -> SamplingConfig:
+    """`sampling` (a checkpoint's: its sizes are what the model was trained on) with the decode bounds of
+    `bounds` (the command line's `--set sampling.max_*`), which are the operator's to choose."""
+    for name in DECODE_BOUNDS:
+        setattr(sampling, name, getattr(bounds, name))
+    return sampling
+
+
+def check_header(path: str | Path, header: VideoHeader, sampling: SamplingConfig | None = None,
+                 short_side: int | None = None) -> None:
+    """Raise VideoBoundsError when the header is outside `sampling`'s decode bounds (defaults when None).
+
+    `short_side`: the frames will be decoded with their short side scaled to it, so the aspect ratio
+    and decoded area bounds apply too (the decoded long side is short_side x the aspect ratio).
+    """
+    bounds = sampling or SamplingConfig()
+    width, height = header.width, header.height
+    if width <= 0 or height <= 0:
+        raise VideoDecodeError(path, f"the video stream reports a size of {width}x{height}")
+    if width * height > bounds.max_pixels:
+        raise VideoBoundsError(path, f"frames of {width}x{height} pixels are more than the {bounds.max_pixels:,} "
+                                     f"a frame may have; scale the video down first", "sampling.max_pixels")
+    ratio = max(width, height) / min(width, height)
+    if short_side and ratio > bounds.max_aspect_ratio:
+        raise VideoBoundsError(path, f"a {width}x{height} frame has an aspect ratio of {ratio:.1f}:1, more than "
+                                     f"{bounds.max_aspect_ratio:g}:1; crop it to a usual shape first",
+                               "sampling.max_aspect_ratio")
+    decoded_w, decoded_h = resized_shape(width, height, short_side) if short_side else (width, height)
+    if short_side and decoded_w * decoded_h > bounds.max_decoded_pixels:
+        raise VideoBoundsError(path, f"a {width}x{height} frame scaled to a short side of {short_side} would be "
+                                     f"{decoded_w}x{decoded_h}, more than {bounds.max_decoded_pixels:,} pixels; "
+                                     f"crop it to a usual shape first", "sampling.max_decoded_pixels")
+    if header.num_frames > bounds.max_frames:
+        raise VideoBoundsError(path, f"the stream has {header.num_frames:,} frames, more than "
+                                     f"{bounds.max_frames:,}; cut it shorter first", "sampling.max_frames")
+    if header.seconds > bounds.max_seconds:
+        raise VideoBoundsError(path, f"the video lasts {header.seconds:.0f} s, longer than "
+                                     f"{bounds.max_seconds:g} s; cut it shorter first", "sampling.max_seconds")
+
+
+def read_header(path: str | Path) -> VideoHeader:
+    """Size, frame count and duration of the first video stream from the container, decoding nothing."""
+    import av
+
+    _check_file(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "the file has no video stream")
+            return _header(container, container.streams.video[0])
+    except VideoDecodeError:
+        raise
+    except Exception as e:
+        raise VideoDecodeError(path, f"not a readable video ({_first_line(e)}); is it truncated or not a video file?") from e
+
+
+def _stream_geometry(path: str | Path, sampling: SamplingConfig | None = None,
+                     short_side: int | None = None) -> tuple[int, int, int]:
     """(width, height, rotation) of the first video stream: stored size, and the counter-clockwise
-    rotation in degrees that its display matrix asks for (phone videos), read from its first frame."""
+    rotation in degrees that its display matrix asks for (phone videos), read from its first frame.
+
+    The header is checked against the decode bounds (`check_header`) before that frame is decoded.
+    """
     import av
 
     try:
@@ -108,7 +206,9 @@ def _stream_geometry(path: str | Path) -> tuple[int, int, int]:
             if not container.streams.video:
                 raise VideoDecodeError(path, "the file has no video stream")
             stream = container.streams.video[0]
-            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+            header = _header(container, stream)
+            check_header(path, header, sampling, short_side)
+            width, height = header.width, header.height
             stream.codec_context.thread_count = 1  # one frame: no decoder threads to start (10x faster on small clips)
             first = next(container.decode(stream), None)
             rotation = int(round(getattr(first, "rotation", 0) or 0)) if first is not None else 0
@@ -121,24 +221,48 @@ def _stream_geometry(path: str | Path) -> tuple[int, int, int]:
     return width, height, rotation % 360
 
 
-def _open_resized(path: str | Path, short_side: int | None, num_threads: int = 1):
-    """(decord reader resizing at decode time to `short_side`, VideoInfo); None keeps the stored size."""
+def _open_resized(path: str | Path, short_side: int | None, num_threads: int = 1,
+                  sampling: SamplingConfig | None = None):
+    """(decord reader resizing at decode time to `short_side`, VideoInfo); None keeps the stored size.
+
+    The clip must be inside `sampling`'s decode bounds (the defaults when None); VideoBoundsError if not.
+    """
     _check_file(path)
-    width, height, rotation = _stream_geometry(path)
+    width, height, rotation = _stream_geometry(path, sampling, short_side)
     if rotation in (90, 270):  # decord turns such frames upright, then resizes to the size asked for
         width, height = height, width
     out_w, out_h = resized_shape(width, height, short_side) if short_side else (-1, -1)
     while out_w in DECORD_BAD_WIDTHS:  # decord 0.6 returns mis-sized buffers at these widths; callers resize exactly
         out_w += 1
     reader = _open_reader(path, width=out_w, height=out_h, num_threads=num_threads)
+    max_frames = (sampling or SamplingConfig()).max_frames
+    if len(reader) > max_frames:  # the header did not say, or said less
+        raise VideoBoundsError(path, f"the stream has {len(reader):,} frames, more than {max_frames:,}; "
+                                     f"cut it shorter first", "sampling.max_frames")
     return reader, VideoInfo(str(path), len(reader), float(reader.get_avg_fps() or 0.0), width, height, rotation)
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Frame count, frame rate and stored size of a clip, without decoding a frame."""
+    """Frame count, frame rate and stored size of a clip, decoding one frame (for its rotation) at most.
+
+    Only the pixel, frame and duration bounds apply: nothing is scaled, so any aspect ratio is fine."""
     reader, info = _open_resized(path, None)
     del reader
     return info
+
+
+def decode_memory_bytes(sampling: SamplingConfig) -> int:
+    """An upper estimate of the memory one `sample_clip` holds at once, for any clip inside the bounds:
+    the decoder's reference frames at the stored size (H.264 keeps up to 16, 1.5 bytes a pixel in
+    4:2:0), the sampled RGB frames at the decoded size, and the float32 copies that the square crops
+    and the keyframe resize make."""
+    temporal = sampling.temporal_windows * sampling.temporal_frames
+    short = max(sampling.keyframe_size, sampling.temporal_size)
+    area = min(short * short * sampling.max_aspect_ratio, sampling.max_decoded_pixels)  # one decoded frame
+    decoded = (sampling.num_keyframes + temporal) * area * 3  # uint8 RGB from get_batch
+    floats = 4 * 3 * (temporal * short * short + sampling.num_keyframes * area)
+    decoder = 17 * sampling.max_pixels * 3 // 2
+    return int(decoder + decoded + floats)
 
 
 def resized_shape(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -234,7 +358,7 @@ def open_video(path: str | Path, sampling: SamplingConfig, num_threads: int = 1)
     """
     if sampling.num_keyframes < 1 or sampling.temporal_frames < 1:
         raise ValueError(f"sampling needs num_keyframes >= 1 and temporal_frames >= 1, got {sampling}")
-    return _open_resized(path, max(sampling.keyframe_size, sampling.temporal_size), num_threads)
+    return _open_resized(path, max(sampling.keyframe_size, sampling.temporal_size), num_threads, sampling)
 
 
 def sample_span(reader, info: VideoInfo, sampling: SamplingConfig, start: int = 0, end: int | None = None,

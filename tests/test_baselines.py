@@ -49,3 +49,28 @@ def test_blind_baseline_is_deterministic_on_samples():
 def test_blind_baseline_needs_training_clips():
     with pytest.raises(ScoringError, match="at least 2 training clips"):
         blind_baseline({"v1": ["a caption"]})
+
+
+def test_the_untrained_captioner_on_a_t4_has_a_float16_decoder_built_on_its_device(tmp_path, monkeypatch):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from fake_gpu import fake_gpu
+    from qvidcap.evaluation.baselines import untrained_captioner
+    from qvidcap.model import QVidCap, link_widths
+    from qvidcap.model.tokenizer import build_word_tokenizer
+    from synthetic_training import tiny_config
+
+    tokenizer = build_word_tokenizer([c for captions in TRAIN.values() for c in captions])
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2,
+                               n_positions=64)).save_pretrained(tmp_path / "gpt2")
+    config = link_widths(tiny_config(tmp_path, **{"decoder.kind": "hf", "decoder.name": str(tmp_path / "gpt2"),
+                                                   "decoder.train_mode": "frozen"}),
+                         {"temporal": 16, "object": 16, "context": 16}, 24)
+    assert {p.dtype for p in untrained_captioner(config, tokenizer).decoder.parameters()} == {torch.float32}
+    fake_gpu(monkeypatch, (7, 5))
+    moved = []
+    monkeypatch.setattr(QVidCap, "to", lambda self, device: moved.append(device) or self)  # no CUDA here
+    model = untrained_captioner(config, tokenizer, seed=0, device="cuda")
+    assert moved == ["cuda"] and not model.training
+    assert {p.dtype for p in model.decoder.parameters()} == {torch.float16}

@@ -244,3 +244,19 @@ def test_word_dropout_hides_words_in_training_only_and_leaves_the_labels(built):
     assert 0.4 < share < 0.6
     model.eval()
     assert torch.equal(model._word_dropout(input_ids), input_ids)
+
+
+def test_a_float16_decoder_with_float32_heads_trains_the_prefix_and_generates():
+    torch.manual_seed(0)
+    config = link_widths(load_config("smoke", SMALL + " decoder.dtype=float16 decoder.train_mode=frozen"), DIMS, 6)
+    tokenizer = build_tokenizer(config, CAPTIONS)
+    model = build_captioner(config, tokenizer)
+    assert model.decoder.lm_head.weight.dtype == torch.float16 and model.qformer.parameters().__next__().dtype == torch.float32
+    assert hasattr(model.decoder, "finite_guard")  # a float16 decoder is watched for overflow
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    out = model.train()(**features, input_ids=input_ids, attention_mask=attention_mask)
+    assert out.logits.dtype == torch.float32 and torch.isfinite(out.caption_loss)
+    out.caption_loss.backward()
+    assert model.caption_head.parameters().__next__().grad is not None  # gradients reach the prefix through fp16
+    captions = model.generate(**features, num_beams=2, max_new_tokens=4)
+    assert len(captions) == 3 and all(isinstance(c, str) for c in captions)

@@ -80,3 +80,38 @@ def test_find_checkpoint(tmp_path):
     model, linked, tokenizer, _ = tiny_model(tmp_path)
     save_checkpoint(tmp_path / "outputs" / "checkpoints" / "qvidcap" / "best", model, linked, tokenizer)
     assert find_checkpoint(config, tmp_path / "outputs").name == "best"
+
+
+def _frozen_gpt2_captioner(tmp_path):
+    """A tiny captioner whose frozen decoder is a pretrained causal LM on disk (as the GPU profiles' is)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    records, features = make_clips(4, "train")
+    tokenizer = build_word_tokenizer([c for r in records for c in r.captions])
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2,
+                               n_positions=64)).save_pretrained(tmp_path / "gpt2")
+    config = link_widths(tiny_config(tmp_path, **{"decoder.kind": "hf", "decoder.name": str(tmp_path / "gpt2"),
+                                                   "decoder.train_mode": "frozen"}),
+                         {"temporal": 16, "object": 16, "context": 16}, 24)
+    return build_captioner(config, tokenizer), config, tokenizer
+
+
+def test_on_a_t4_the_loader_builds_the_decoder_straight_in_float16(tmp_path, monkeypatch):
+    from fake_gpu import fake_gpu
+    from qvidcap.model import QVidCap
+    from qvidcap.model import decoder as decoder_module
+
+    model, config, tokenizer = _frozen_gpt2_captioner(tmp_path)
+    path = save_checkpoint(tmp_path / "ckpt", model, config, tokenizer)
+    fake_gpu(monkeypatch, (7, 5))
+    asked, moved = [], []
+    real_dtype = decoder_module.decoder_dtype
+    monkeypatch.setattr(decoder_module, "decoder_dtype", lambda c, d="cpu": asked.append(real_dtype(c, d)) or asked[-1])
+    monkeypatch.setattr(QVidCap, "to", lambda self, device: moved.append(device) or self)  # no CUDA here
+    loaded, _, _ = load_captioner(path, "cuda")
+    assert asked == [torch.float16] and moved == ["cuda"]
+    assert {p.dtype for p in loaded.decoder.parameters()} == {torch.float16}  # built so, never fp32 first
+    assert {p.dtype for p in loaded.qformer.parameters()} == {torch.float32}  # the small trained parts stay fp32
+    monkeypatch.undo()
+    on_cpu, _, _ = load_captioner(path)
+    assert {p.dtype for p in on_cpu.decoder.parameters()} == {torch.float32}

@@ -18,7 +18,7 @@ def test_gpu_profiles_use_the_original_sizes_and_real_models(profile):
     config = load_config(profile)
     assert config.profile == profile
     assert (config.heads.hidden_size, config.heads.num_object_queries, config.qformer.num_queries) == (1024, 8, 15)
-    assert config.features.temporal_model == "MCG-NJU/videomae-base"
+    assert config.features.temporal_model == "MCG-NJU/videomae-base-finetuned-kinetics"
     assert config.features.detector_model == "facebook/detr-resnet-50"
     assert (config.features.clip_model, config.features.clip_pretrained) == ("ViT-B-32", "openai")
     assert config.decoder.name == "deepseek-ai/deepseek-vl2-tiny"

@@ -39,3 +39,41 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
     assert epoch_order(50, 0, 1) != epoch_order(50, 0, 2) and epoch_order(50, 0, 1) != epoch_order(50, 1, 1)
     assert sorted(epoch_order(50, 3, 0)) == list(range(50))
     assert list(EpochSampler(50, 0, 1, start=20)) == epoch_order(50, 0, 1)[20:]
+
+
+def test_epoch_captions_take_k_per_clip_and_rotate_through_all_of_them():
+    from qvidcap.training.dataset import epoch_captions
+
+    groups = [list(range(10 * c, 10 * c + 10)) for c in range(5)] + [[50, 51]]  # five clips of 10, one of 2
+    epochs = [epoch_captions(groups, 0, e, 1) for e in range(10)]
+    assert all(len(order) == 6 for order in epochs)
+    for group in groups[:5]:  # one caption per clip and epoch; all ten in ten epochs
+        seen = [i for order in epochs for i in order if i in group]
+        assert sorted(seen) == group
+    assert epochs[0] == epoch_captions(groups, 0, 0, 1) and epochs[0] != epoch_captions(groups, 1, 0, 1)
+    two = epoch_captions(groups, 0, 3, 2)
+    assert len(two) == 12 and all(sum(i in g for i in two) == 2 for g in groups)
+    assert sorted(epoch_captions(groups, 0, 0, 20)) == list(range(52))  # k above a clip's count: each caption once
+    sampler = EpochSampler(52, 0, 4, start=3, groups=groups, per_clip=1)
+    assert list(sampler) == epoch_captions(groups, 0, 4, 1)[3:]
+
+
+def test_captions_per_epoch_change_the_captions_trained_on_each_epoch(tmp_path, monkeypatch):
+    from qvidcap.runtime.env import Environment
+    from qvidcap.training import train as train_module
+
+    config = tiny_config(tmp_path, **{"train.epochs": 3, "train.captions_per_epoch": 1})
+    data = make_training_data(config, tmp_path, num_train=8, num_validation=2)
+    seen, real = [], train_module.compute_losses
+
+    def recording(output, batch, train_config):
+        if torch.is_grad_enabled():
+            seen.append(batch["captions"])
+        return real(output, batch, train_config)
+
+    monkeypatch.setattr(train_module, "compute_losses", recording)
+    env = Environment("local", "cpu", 0, "", tmp_path / "data", tmp_path / "outputs", None)
+    result = train_module.train(config, env, data=data)
+    assert result.step == 3 and len(seen) == 3  # 8 clips, one caption each, batch 8: one step per epoch
+    assert all(len(set(captions)) == 8 for captions in seen)
+    assert sorted(c for captions in seen for c in captions) == sorted(c for _, c in data.train.samples)

@@ -66,3 +66,41 @@ def test_bad_kind_mode_and_missing_checkpoints_are_clear_errors(tmp_path, monkey
 def test_auto_dtype_is_float32_on_cpu():
     assert decoder_dtype(decoder_config()) == torch.float32
     assert decoder_dtype(decoder_config("decoder.dtype=bfloat16")) == torch.bfloat16
+
+
+def test_an_explicit_half_dtype_builds_the_small_decoder_directly_in_it(monkeypatch):
+    seen = []
+    original = DeepseekCausalLM.__init__
+
+    def spy(self, config):
+        seen.append(torch.get_default_dtype())  # the dtype its parameters are created in
+        original(self, config)
+
+    monkeypatch.setattr(DeepseekCausalLM, "__init__", spy)
+    model = build_decoder(decoder_config("decoder.dtype=float16 decoder.train_mode=frozen"), build_word_tokenizer(CAPTIONS))
+    assert seen == [torch.float16] and torch.get_default_dtype() == torch.float32
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert {d for n, d in dtypes.items() if not n.endswith("mlp.gate.weight")} == {torch.float16}
+    assert {d for n, d in dtypes.items() if n.endswith("mlp.gate.weight")} == {torch.float32}  # the router
+
+
+def test_a_pretrained_decoder_on_a_t4_loads_straight_into_float16(tmp_path, monkeypatch):
+    from fake_gpu import fake_gpu
+
+    tok = build_word_tokenizer(CAPTIONS)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2, n_positions=32)).save_pretrained(tmp_path)
+    fake_gpu(monkeypatch, (7, 5))
+    model = build_decoder(decoder_config(f"decoder.kind=hf decoder.name={tmp_path} decoder.train_mode=frozen"), tok,
+                          device="cuda")
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+
+
+def test_experts_implementation_comes_from_the_config():
+    tok = build_word_tokenizer(CAPTIONS)
+    assert build_decoder(decoder_config(), tok).config._experts_implementation == "eager"
+    grouped = build_decoder(decoder_config("decoder.experts_implementation=grouped_mm"), tok)
+    assert grouped.config._experts_implementation == "grouped_mm"
+    assert load_config("colab").decoder.experts_implementation == "grouped_mm"
+    assert load_config("kaggle").decoder.experts_implementation == "grouped_mm"
+    with pytest.raises(DecoderError, match="decoder.experts_implementation 'fast_mm'.*grouped_mm"):
+        build_decoder(decoder_config("decoder.experts_implementation=fast_mm"), tok)

@@ -5,7 +5,9 @@ The reference forward below is written from the published facts of DeepSeek-V2 w
 layers: fp32 softmax router, greedy top-k without renormalisation, shared experts added), one expert
 at a time, straight from the checkpoint's per-expert tensors.
 """
+import copy
 import json
+import time
 
 import pytest
 import torch
@@ -222,3 +224,66 @@ def test_the_tiny_models_real_config_builds_on_meta_with_the_published_size():
         model = DeepseekCausalLM(text_config_from_vl2({"model_type": "deepseek_vl_v2", "language_config": tiny}))
     assert sum(p.numel() for p in model.parameters()) == 2_934_734_080  # with the untied lm_head
     assert model.model.layers[1].mlp.experts.gate_up_proj.shape == (64, 2 * 896, 1280)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_router_routes_in_float32_in_a_half_precision_model(tmp_path, dtype):
+    directory = write_vl2_checkpoint(tmp_path / "vl2", random_vl2_weights(LANG))
+    reference = load_deepseek_vl2_language_model(directory)  # float32
+    for half in (copy.deepcopy(reference).to(dtype), load_deepseek_vl2_language_model(directory, dtype)):
+        gate, expected_gate = half.model.layers[2].mlp.gate, reference.model.layers[2].mlp.gate
+        assert half.model.layers[2].mlp.experts.gate_up_proj.dtype == dtype and half.lm_head.weight.dtype == dtype
+        assert gate.weight.dtype == torch.float32
+        x = torch.randn(2, 5, LANG["hidden_size"], generator=torch.Generator().manual_seed(3)).to(dtype)
+        logits, weights, chosen = gate(x)
+        expected_logits, expected_weights, expected_chosen = expected_gate(x.float())
+        assert logits.dtype == weights.dtype == torch.float32
+        torch.testing.assert_close(logits, expected_logits)
+        torch.testing.assert_close(weights.sort(-1).values, expected_weights.sort(-1).values)
+        assert torch.equal(chosen.sort(-1).values, expected_chosen.sort(-1).values)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as under the trainer's mixed precision
+            autocast_logits, _, _ = gate(x)
+        assert autocast_logits.dtype == torch.float32
+        torch.testing.assert_close(autocast_logits, expected_logits)
+
+
+def test_a_bfloat16_checkpoints_router_is_held_in_float32(tmp_path):
+    weights = {k: v.to(torch.bfloat16) for k, v in random_vl2_weights(LANG).items()}  # as the real checkpoint
+    model = load_deepseek_vl2_language_model(write_vl2_checkpoint(tmp_path / "vl2", weights), torch.float16)
+    gate = model.model.layers[1].mlp.gate.weight
+    assert gate.dtype == torch.float32
+    torch.testing.assert_close(gate, weights["language.model.layers.1.mlp.gate.weight"].float(), rtol=0, atol=0)
+
+
+def _forward_backward(model, input_ids):
+    model.zero_grad()
+    logits = model(input_ids=input_ids).logits
+    logits.pow(2).mean().backward()
+    return logits.detach(), model.model.layers[2].mlp.experts.gate_up_proj.grad.clone()
+
+
+def test_grouped_mm_experts_give_the_per_expert_loops_logits_and_gradients(tmp_path, monkeypatch):
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+    directory = write_vl2_checkpoint(tmp_path / "vl2", random_vl2_weights(LANG))
+    loop, grouped = load_deepseek_vl2_language_model(directory), load_deepseek_vl2_language_model(directory)
+    assert loop.config._experts_implementation == "eager"  # unless asked for, the per-expert loop
+    grouped.set_experts_implementation("grouped_mm")  # refused when the class is not eligible
+    assert grouped.config._experts_implementation == "grouped_mm"
+    calls = []
+    grouped_forward = ALL_EXPERTS_FUNCTIONS["grouped_mm"]
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return grouped_forward(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_EXPERTS_FUNCTIONS, "grouped_mm", counted)
+    input_ids = torch.randint(0, LANG["vocab_size"], (3, 9), generator=torch.Generator().manual_seed(2))
+    timings = {}
+    for name, model in (("loop", loop), ("grouped_mm", grouped)):
+        start = time.perf_counter()
+        timings[name] = (*_forward_backward(model, input_ids), time.perf_counter() - start)
+    assert len(calls) == LANG["num_hidden_layers"] - LANG["first_k_dense_replace"]  # every MoE layer, loop none
+    torch.testing.assert_close(timings["grouped_mm"][0], timings["loop"][0])  # float32 tolerance
+    torch.testing.assert_close(timings["grouped_mm"][1], timings["loop"][1])
+    print({name: f"{seconds * 1e3:.1f} ms" for name, (_, _, seconds) in timings.items()})

@@ -164,3 +164,15 @@ def test_the_data_command_prints_the_split_table(clean_env, tmp_path, capsys):
     code = cli.main(["data", "--set", f"paths.data_dir={tmp_path / 'cli-data'}", "--set", "data.source=vatex",
                      "--set", "data.fallback_to_mini=false"])
     assert code == 1 and "no Kaggle credentials" in capsys.readouterr().err
+
+
+def test_the_data_command_says_which_splits_a_copy_lacks(clean_env, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    rows = [{"videoID": "0wR5jVB-WPk_000417_000427", "enCap": ["a caption"], "chCap": []}]
+    (copy / "vatex_training_v1.0.json").write_text(json.dumps(rows))
+    code = cli.main(["data", "--set", "data.source=vatex", "--set", "data.fallback_to_mini=false",
+                     "--set", f"paths.vatex_input={copy}", "--set", f"paths.data_dir={tmp_path / 'd'}"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"vatex dataset at {copy}" in out
+    assert "no annotations for: validation, public_test, private_test" in out

@@ -37,31 +37,21 @@ def test_budget_counts_flops_of_the_real_extractors_on_meta():
     temporal, detector, crop = budget.measure_extraction(config)
     # FLOPs = 2 x multiply-adds. VideoMAE-base over 1568 tokens: 2 x 86M x 1568 = 270 G, plus attention
     assert 300e9 < temporal.flops < 420e9
-    # CLIP ViT-B/32 at 224: 4.4 G multiply-adds; DETR-R50 on a 360x640 keyframe: tens of GFLOPs
+    # CLIP ViT-B/32 at 224: 4.4 G multiply-adds; DETR-R50 on an 800x1422 keyframe: ~4.7x its 44 GFLOPs at 360x640
+    assert config.sampling.keyframe_size == 800
     assert 7e9 < crop.flops < 11e9
-    assert 10e9 < detector.flops < 100e9
+    assert 150e9 < detector.flops < 300e9
     assert temporal.ops > 0 and detector.ops > 0
 
 
-def test_budget_table_totals_and_platforms():
-    config = real_size_config("kaggle")
-    unit = budget.Counts(1e9, 100)
-    m = budget.Measurements(unit, unit, unit, budget.Counts(1e12, 20_000), budget.Counts(3e11, 7_000), 16,
-                            90_000_000, {"caption": unit, "phrase": unit}, {"clip": 0.5})
-    table = budget.budget_table(m, config)
-    kaggle, colab = (p.name for p in budget.PLATFORMS)
-    assert set(table.columns) == {kaggle, colab}
-    # decoding is CPU-bound: 4 cores on Kaggle, 2 on Colab
-    assert table.loc["extraction: decoding (CPU)", colab] == pytest.approx(
-        2 * table.loc["extraction: decoding (CPU)", kaggle], rel=0.01)
-    parts = ["extraction (slower of the two)", "text targets: spaCy (CPU)", "text targets: sentence model (1 GPU)",
-             f"training: {config.train.epochs} epochs", "training: validation loss each epoch"]
-    for platform in (kaggle, colab):
-        assert table.loc["total (extraction + text targets + training)", platform] == pytest.approx(
-            table.loc[parts, platform].sum(), abs=0.05)
-    sensitivity = budget.sensitivity_table(m, config, fractions=(0.1, 0.5), overheads=(5e-6, 30e-6))
-    assert (sensitivity.iloc[0] > sensitivity.iloc[1]).all()  # a busier GPU finishes sooner
-    assert (sensitivity[f"{colab}, 30 µs/op"] > sensitivity[f"{colab}, 5 µs/op"]).all()
+def test_sensitivity_of_the_plan_to_the_gpu_assumptions():
+    configs = {key: real_size_config(key) for key in budget.PLATFORMS}
+    m = budget.recorded_measurements(configs["kaggle"])
+    sensitivity = budget.sensitivity_table(m, configs, fractions=(0.1, 0.5), overheads=(5e-6, 30e-6))
+    kaggle, colab = (p.name for p in budget.PLATFORMS.values())
+    assert set(sensitivity.columns) == {f"{name}, {us} µs/op" for name in (kaggle, colab) for us in (5, 30)}
+    assert (sensitivity.iloc[0] >= sensitivity.iloc[1]).all()  # a busier GPU finishes sooner
+    assert (sensitivity[f"{kaggle}, 30 µs/op"] > sensitivity[f"{kaggle}, 5 µs/op"]).all()
 
 
 @pytest.mark.slow
@@ -72,7 +62,7 @@ def test_dry_run_of_the_gpu_profile_at_real_size():
     config = real_size_config("kaggle")
     frames, size, n = config.sampling.temporal_frames, config.sampling.temporal_size, config.sampling.num_keyframes
     assert result.shapes["sampled.temporal"] == (1, frames, size, size, 3)
-    assert result.shapes["sampled.keyframes"][0] == n and min(result.shapes["sampled.keyframes"][1:3]) == 360
+    assert result.shapes["sampled.keyframes"][0] == n and min(result.shapes["sampled.keyframes"][1:3]) == config.sampling.keyframe_size
     assert result.shapes["batch.temporal"] == (2, frames // 2, REAL_FEATURE_DIMS["temporal"])
     assert result.shapes["batch.context"] == (2, n, REAL_FEATURE_DIMS["context"])
     assert result.shapes["batch.objects"][2] == REAL_FEATURE_DIMS["object"]

@@ -158,8 +158,8 @@ def test_notebooks_are_clean_and_parameterised(name):
     assert notebook.metadata.kernelspec.name == "python3"
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
-    assert 'profile = "smoke"' in code[0].source and 'overrides = ""' in code[0].source
-    assert "setup_notebook(profile, overrides)" in code[1].source
+    assert 'profile = "' in code[0].source and 'overrides = "' in code[0].source  # notebook 00's choice or a profile
+    assert "bootstrap(profile, overrides" in code[1].source  # the set-up cell every notebook opens with
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert all("def " not in c.source and len(c.source.splitlines()) <= 10 for c in code)
 
@@ -175,3 +175,98 @@ def test_published_rows_and_comparability():
     assert "partial public test (4478 of 6000" in comparability("vatex", "public_test", 4478, 10)
     assert comparability("vatex", "validation", 3000, 10).startswith("different split")
     assert comparability("mini", "public_test", 60, 10).startswith("different data")
+
+
+class _StopAfter:
+    """A deadline reached after `calls` checks: the captioning loop stops between batches."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def reached(self) -> bool:
+        self.calls -= 1
+        return self.calls < 0
+
+
+class _CountingModel:
+    """Wraps a captioner and counts the clips it is asked to caption."""
+
+    def __init__(self, model):
+        self.model, self.clips = model, 0
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def generate(self, **kwargs):
+        self.clips += kwargs["temporal"].shape[0]
+        return self.model.generate(**kwargs)
+
+
+def _model_and_store(study):
+    from qvidcap.evaluation.evaluate import open_feature_store, split_clips
+    from qvidcap.model.checkpoint import load_captioner
+
+    config, env, _ = study
+    model, _, _ = load_captioner(env.output_dir / "checkpoints" / config.train.run_name / "best", "cpu")
+    store = open_feature_store(config, env)
+    return model, store, list(split_clips(config, env, "public_test", store).references)
+
+
+def test_two_ranks_caption_disjoint_shards_and_rank_0_merges_them(study, tmp_path):
+    from qvidcap.evaluation.evaluate import caption_split, generate_captions, merge_shards, shard_of
+
+    config, _, _ = study
+    model, store, ids = _model_and_store(study)
+    single = generate_captions(model, store, ids, config.generation)
+    meta = {"checkpoint": "x", "num_beams": 2, "max_new_tokens": 6}
+    assert merge_shards(tmp_path, ids, 2, meta) is None  # no shard yet: nothing to merge
+    runs = [caption_split(model, store, ids, tmp_path, config.generation, meta, rank=r, world=2) for r in (0, 1)]
+    assert [sorted(r.predictions) for r in runs] == [sorted(shard_of(ids, r, 2)) for r in (0, 1)]
+    assert not set(runs[0].predictions) & set(runs[1].predictions)
+    merged = merge_shards(tmp_path, ids, 2, meta)
+    assert list(merged) == ids and merged == single
+    with pytest.raises(RuntimeError, match="was made with"):
+        merge_shards(tmp_path, ids, 2, {**meta, "num_beams": 5})
+
+
+def test_captioning_stops_at_the_deadline_and_a_rerun_continues(study, tmp_path):
+    from qvidcap.evaluation.evaluate import caption_split, generate_captions
+
+    config, _, _ = study  # generation.batch_size = 3, 4 clips: two batches
+    model, store, ids = _model_and_store(study)
+    single = generate_captions(model, store, ids, config.generation)
+    meta = {"checkpoint": "x"}
+    first = _CountingModel(model)
+    stopped = caption_split(first, store, ids, tmp_path, config.generation, meta, deadline=_StopAfter(1))
+    assert not stopped.complete and first.clips == 3 and list(stopped.predictions) == ids[:3]
+    saved = json.loads((tmp_path / "predictions.partial.rank0.json").read_text())
+    assert saved["checkpoint"] == "x" and list(saved["predictions"]) == ids[:3]
+    again = _CountingModel(model)
+    done = caption_split(again, store, ids, tmp_path, config.generation, meta)
+    assert done.complete and again.clips == 1 and done.predictions == single
+    assert not (tmp_path / "predictions.partial.rank0.json").exists()
+    other = _CountingModel(model)  # other generation settings: nothing saved is reused
+    caption_split(other, store, ids, tmp_path / "other", config.generation, {"checkpoint": "y"})
+    assert other.clips == 4
+
+
+def test_evaluate_at_a_passed_deadline_records_the_stop(study, monkeypatch):
+    from qvidcap.evaluation.evaluate import evaluate
+    from qvidcap.runtime.deadline import ENV_VAR, read_stop
+
+    config, env, _ = study
+    monkeypatch.setenv(ENV_VAR, "1")
+    assert evaluate(config, env) is None
+    stop = read_stop(env.output_dir)
+    assert stop.stage == "evaluation" and "trained 0 (of 4 clips over 1 rank(s))" in stop.done
+
+
+def test_eval_max_clips_bounds_the_scored_set(study):
+    from qvidcap.config import apply_overrides
+    from qvidcap.evaluation.evaluate import open_feature_store, split_clips
+
+    config, env, test = study
+    bounded = apply_overrides(config, {"eval.max_clips": 2})
+    clips = split_clips(bounded, env, "public_test", open_feature_store(bounded, env))
+    assert list(clips.references) == [r.video_id for r in test.records[:2]]

@@ -78,3 +78,10 @@ def test_the_checker_sees_a_reaching_import(tmp_path):
     assert STAGES.index(stage_of(names[0])) > STAGES.index("model")
     with pytest.raises(AssertionError, match="no stage"):
         stage_of("qvidcap.metrics")
+
+
+def test_paths_computed_from_a_modules_file_still_point_at_the_checkout():
+    from qvidcap.runtime import env, study
+
+    assert (env.REPO_ROOT / "pyproject.toml").is_file() and (env.REPO_ROOT / "qvidcap").is_dir()
+    assert (study.NOTEBOOK_DIR / "00_setup.ipynb").is_file()

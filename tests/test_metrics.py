@@ -153,3 +153,11 @@ def test_spice_offline_is_skipped_with_a_reason(monkeypatch):
     assert "cannot be reached" in result.skipped["SPICE"] and "simulated" in result.skipped["SPICE"]
 
 
+
+
+@needs_java
+def test_the_tokenizer_speed_line_stays_out_of_the_output(capfd):
+    capfd.readouterr()
+    score_captions(PREDICTIONS, REFERENCES)
+    err = capfd.readouterr().err
+    assert "tokens per second" not in err and "PTBTokenizer tokenized" not in err

@@ -42,9 +42,18 @@ def test_notebook_is_clean_and_narrated(name):
     assert links.badges(name) in notebook.cells[0].source, "the first cell carries the Colab and Kaggle badges"
 
 
-def test_install_cell_matches_the_repository():
-    notebook = nbformat.read(ROOT / "notebooks" / "00_setup.ipynb", as_version=4)
-    assert any(links.install_spec() in c.source for c in _code_cells(notebook))
+@pytest.mark.parametrize("name", NAMES)
+def test_every_notebook_starts_with_the_bootstrap_cell(name):
+    """The cell that makes a notebook opened alone whole, made from the one repository constant."""
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    code = _code_cells(notebook)
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert code[1].source == links.bootstrap_cell_source(remember=name.startswith("00"))
+    assert links.install_spec() in code[1].source
+    params = code[0].source
+    for name_ in ("profile", "overrides", "mount_drive", "kit_source"):
+        assert f"\n{name_} = " in "\n" + params, f"{name} lacks the {name_} parameter the bootstrap cell reads"
+    assert not any("setup_notebook(" in c.source for c in code), "notebooks start with bootstrap(), not setup_notebook()"
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +129,12 @@ def _check_evaluation(base: Path) -> None:
     metrics = json.loads((base / "outputs" / "eval" / "qvidcap" / "public_test" / "metrics.json").read_text())
     cider = {name: scores["CIDEr"] for name, scores in metrics["systems"].items()}
     assert metrics["scored_set"]["num_clips"] == 60 and metrics["scored_set"]["refs_per_clip_min"] == 10
-    assert cider["trained"] >= 2 * cider["blind"], f"trained model must double the caption-blind CIDEr: {cider}"
-    assert cider["trained"] > cider["untrained"], cider
+    # a statistical margin, not a fixed ratio: the paired bootstrap interval of trained - blind lies above zero
+    tests = metrics["uncertainty"]["paired_tests"]
+    assert tests["trained - blind"]["low"] > 0 and tests["trained - blind"]["p_value"] < 0.01, (cider, tests)
+    assert tests["trained - untrained"]["low"] > 0, (cider, tests)
+    for system, intervals in metrics["uncertainty"]["intervals"].items():
+        assert intervals["CIDEr"]["low"] <= cider[system] <= intervals["CIDEr"]["high"], (system, intervals)
     assert not metrics["diversity"]["trained"]["collapsed"]
 
 

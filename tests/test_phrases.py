@@ -1,4 +1,5 @@
 import importlib.util
+from types import SimpleNamespace
 
 import pytest
 
@@ -51,3 +52,68 @@ def test_spacy_backend_when_installed():
         pytest.skip("no English spaCy pipeline installed")
     phrases = PhraseSplitter(name)(["A man is playing the guitar on a stage"])[0]
     assert "a man" in phrases.nouns and "play" in phrases.verbs
+
+
+def test_the_gpu_profiles_spacy_model_missing_is_one_clear_message(monkeypatch):
+    import sys
+    import types
+
+    from qvidcap.config import load_config
+
+    name = load_config("kaggle").text.pos_model
+    assert name == "en_core_web_sm" == load_config("colab").text.pos_model
+    monkeypatch.setitem(sys.modules, "spacy", None)  # spaCy not installed
+    with pytest.raises(PosModelError) as no_spacy:
+        PhraseSplitter(name)
+    fake = types.ModuleType("spacy")
+
+    def load(model, **kwargs):
+        raise OSError(f"[E050] Can't find model '{model}'. It doesn't seem to be a Python package or a valid path.")
+
+    fake.load = load
+    monkeypatch.setitem(sys.modules, "spacy", fake)  # spaCy installed, the model not downloaded
+    with pytest.raises(PosModelError) as no_model:
+        PhraseSplitter(name)
+    for error in (no_spacy.value, no_model.value):
+        assert "python -m spacy download en_core_web_sm" in str(error) and "text.pos_model=rules" in str(error)
+    assert "E050" in str(no_model.value)
+
+
+class _Token:
+    def __init__(self, text, pos, dep, lemma=None):
+        self.text, self.pos_, self.dep_, self.lemma_ = text, pos, dep, lemma or text.lower()
+
+
+class _Doc(list):
+    """What `_spacy_phrases` reads of a spaCy Doc: tokens with pos_/dep_/lemma_, and noun_chunks."""
+
+    def __init__(self, tokens, chunks):
+        super().__init__(tokens)
+        self.noun_chunks = [SimpleNamespace(text=" ".join(t.text for t in self[a:b])) for a, b in chunks]
+
+
+class _Pipeline:
+    """A loaded pipeline object as spaCy hands it over: `pipe(texts, batch_size)` yields Docs (tags given)."""
+
+    def __init__(self, parses):
+        self.parses, self.calls = parses, []
+
+    def pipe(self, texts, batch_size=1000):
+        self.calls.append(list(texts))
+        return (self.parses[t] for t in self.calls[-1])
+
+
+def test_splitter_uses_a_loaded_spacy_pipeline_object():
+    sentence = "A man is playing the guitar on a stage"
+    tags = [("A", "DET", "det"), ("man", "NOUN", "nsubj"), ("is", "AUX", "aux"), ("playing", "VERB", "ROOT", "play"),
+            ("the", "DET", "det"), ("guitar", "NOUN", "dobj"), ("on", "ADP", "prep"), ("a", "DET", "det"),
+            ("stage", "NOUN", "pobj")]
+    someone = [("Someone", "PRON", "nsubj"), ("rolls", "VERB", "ROOT", "roll")]
+    nlp = _Pipeline({sentence: _Doc([_Token(*t) for t in tags], [(0, 2), (4, 6), (7, 9)]),
+                     "Someone rolls": _Doc([_Token(*t) for t in someone], [(0, 1)])})
+    splitter = PhraseSplitter("en_core_web_sm", max_phrases=4, nlp=nlp)
+    first, second = splitter([sentence, "Someone rolls"])
+    assert nlp.calls == [[sentence, "Someone rolls"]]  # one batched pass
+    assert first.nouns == ["a man", "the guitar", "a stage", "guitar"] and first.verbs == ["play"]
+    assert second.nouns == ["object"] and second.verbs == ["roll"]  # "someone" skipped, as the original did
+    assert splitter.backend == "en_core_web_sm"

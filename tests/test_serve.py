@@ -123,3 +123,61 @@ def test_a_failure_inside_the_server_is_a_json_500_without_traceback(pipeline, m
     response = client.post("/upload", data={"video": (io.BytesIO(media["clip0"].read_bytes()), "clip.mp4")})
     assert response.status_code == 500 and response.is_json
     assert response.json["error"] == "Internal Server Error" and "Traceback" not in response.get_data(as_text=True)
+
+
+def test_stale_uploads_of_dead_servers_are_removed_and_nothing_else(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from qvidcap.serving.upload import remove_stale_uploads, upload_path
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    hex32 = "0123456789abcdef" * 2
+    stale = [tmp_path / f"qvidcap-upload-{dead.pid}-{hex32}.mp4", tmp_path / f"qvidcap-upload-{dead.pid}-{hex32}"]
+    kept = [upload_path(tmp_path, "mine.mp4"),  # this process's own upload, in flight
+            tmp_path / f"qvidcap-upload-{os.getppid()}-{hex32}.mp4",  # a server still running
+            tmp_path / "holiday.mp4", tmp_path / f"{hex32}.mp4", tmp_path / f"qvidcap-upload-{dead.pid}-{hex32}.mp4.txt"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    assert kept[0].name.startswith(f"qvidcap-upload-{os.getpid()}-") and kept[0].suffix == ".mp4"
+    assert remove_stale_uploads(tmp_path) == 2
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+
+
+def test_decode_slots_are_sized_from_memory_and_one_thread_stays_for_health():
+    from qvidcap.config import SamplingConfig, ServeConfig
+    from qvidcap.serving.serve import Limits, waitress_settings
+    from qvidcap.video import decode_memory_bytes
+
+    sampling = SamplingConfig()
+    one = decode_memory_bytes(sampling) / 2**20
+    assert Limits(ServeConfig(threads=8, decode_memory_mb=2.5 * one), sampling).decode_slots == 2
+    assert Limits(ServeConfig(threads=8, decode_memory_mb=one / 10), sampling).decode_slots == 1  # never 0
+    limits = Limits(ServeConfig(threads=3, decode_memory_mb=100 * one), sampling)
+    assert (limits.upload_slots, limits.decode_slots) == (2, 2)
+    settings = waitress_settings(ServeConfig(max_upload_mb=1))
+    assert settings["max_request_body_size"] < 1.1 * 2**20 and settings["asyncore_use_poll"]
+    assert settings["connection_limit"] > 110 and settings["channel_timeout"] < 120
+    with pytest.raises(ValueError, match="serve.channel_timeout_s"):
+        waitress_settings(ServeConfig(channel_timeout_s=0))
+
+
+def test_an_upload_is_written_once_into_the_upload_folder(tmp_path):
+    import io
+
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    from qvidcap.serving.upload import receive_upload
+
+    data = bytes(range(256)) * 4000
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"video\"; filename=\"../x.MP4\"\r\n"
+            b"Content-Type: video/mp4\r\n\r\n" + data + b"\r\n--b--\r\n")
+    received = receive_upload(io.BytesIO(body), b"b", tmp_path, "video", len(data), "the limit")
+    assert received.path.parent == tmp_path and received.path.suffix == ".mp4" and received.filename == "../x.MP4"
+    assert received.path.read_bytes() == data and received.size == len(data)
+    with pytest.raises(RequestEntityTooLarge, match="larger than the limit"):
+        receive_upload(io.BytesIO(body), b"b", tmp_path, "video", len(data) - 1, "the limit")
+    assert list(tmp_path.iterdir()) == [received.path]  # the refused one is not left behind

@@ -68,3 +68,77 @@ def test_pad_token_ids_right_pads_with_a_mask():
     input_ids, attention_mask = pad_token_ids([[5, 6, 2], [7, 2]], pad_token_id=0)
     assert input_ids.tolist() == [[5, 6, 2], [7, 2, 0]]
     assert attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+# --- a DeepSeek-VL2-style tokenizer: byte-level BPE labelled LlamaTokenizerFast, by hub name, offline ---------
+
+VL2_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"]
+VL2_TOKENIZER_CONFIG = {  # the fields DeepSeek-VL2's tokenizer_config.json carries that matter for loading
+    "tokenizer_class": "LlamaTokenizerFast", "bos_token": VL2_SPECIALS[0], "eos_token": VL2_SPECIALS[1],
+    "pad_token": VL2_SPECIALS[2], "unk_token": None, "add_bos_token": False, "add_eos_token": False,
+    "legacy": True, "clean_up_tokenization_spaces": False, "model_max_length": 16384,
+}
+
+
+def write_vl2_tokenizer(directory, decoder=None):
+    from hub_layout import SENTENCES, byte_level_bpe
+
+    directory.mkdir(parents=True, exist_ok=True)
+    core = byte_level_bpe(SENTENCES * 3, VL2_SPECIALS)
+    if decoder is not None:
+        core.decoder = decoder
+    core.save(str(directory / "tokenizer.json"))
+    import json
+
+    (directory / "tokenizer_config.json").write_text(json.dumps(VL2_TOKENIZER_CONFIG))
+    return directory
+
+
+def test_vl2_style_byte_level_tokenizer_keeps_spaces_and_punctuation(tmp_path):
+    from qvidcap.model.tokenizer import ROUND_TRIP_SENTENCE
+
+    tok = load_tokenizer(write_vl2_tokenizer(tmp_path / "tok"))
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2)
+    ids = tokenize_captions(tok, [ROUND_TRIP_SENTENCE], 64)[0]
+    assert ids[-1] == 1 and tok.decode(ids, skip_special_tokens=True) == ROUND_TRIP_SENTENCE
+
+
+@pytest.mark.parametrize("broken", ["drops spaces", "keeps byte marks"])
+def test_a_tokenizer_that_garbles_text_fails_loudly_at_load(tmp_path, broken):
+    import transformers
+    from tokenizers import decoders
+
+    from qvidcap.model.tokenizer import TokenizerRoundTripError
+
+    decoder = (decoders.Sequence([decoders.ByteLevel(), decoders.Replace(" ", "")]) if broken == "drops spaces"
+               else decoders.Fuse())
+    directory = write_vl2_tokenizer(tmp_path / "tok", decoder)
+    with pytest.raises(TokenizerRoundTripError, match="does not round-trip") as e:
+        load_tokenizer(directory)
+    assert transformers.__version__ in str(e.value) and "pip install -U" in str(e.value)
+
+
+def test_vl2_tokenizer_by_hub_name_offline(tmp_path, monkeypatch):
+    from hub_layout import offline_hub
+
+    hub = offline_hub(monkeypatch, tmp_path)
+    snapshot = hub.snapshot("deepseek-ai/deepseek-vl2-tiny", {"config.json": {"model_type": "deepseek_vl_v2"}})
+    write_vl2_tokenizer(snapshot)
+    tok = build_tokenizer(load_config("smoke", {"decoder.kind": "deepseek_vl2", "decoder.name": ""}))
+    assert tok.decode(tok("a dog, in the park.", add_special_tokens=False)["input_ids"]) == "a dog, in the park."
+    assert hub.attempts == []
+
+
+def test_the_transformers_5_llama_tokenizer_bug_is_caught_at_load(tmp_path, monkeypatch):
+    """transformers 5.x before the fix loaded a byte-level tokenizer.json labelled LlamaTokenizerFast with
+    `LlamaTokenizer`'s own SentencePiece pipeline (spaces dropped). That class still does so when asked for
+    directly: have AutoTokenizer pick it, as those versions did, and the load must fail, not train on garble."""
+    import transformers
+
+    import qvidcap.model.tokenizer as module
+    from qvidcap.model.tokenizer import TokenizerRoundTripError
+
+    directory = write_vl2_tokenizer(tmp_path / "tok")
+    monkeypatch.setattr(module.AutoTokenizer, "from_pretrained", transformers.LlamaTokenizer.from_pretrained)
+    with pytest.raises(TokenizerRoundTripError, match=r"came back as 'Aman,inaredcoat,walkshisdog\.'"):
+        load_tokenizer(directory)

@@ -233,3 +233,62 @@ def test_caption_statistics(tmp_path):
     assert ax.get_xlabel() == "words per caption"
     assert explore.plot_top_words(table, n=3).get_title().startswith("Top 3")
     assert explore.sample_records(train, 5, seed=1) == train.records
+
+
+# ------------------------------------------------------------ Kaggle's input layouts, a missing split
+
+
+@pytest.mark.parametrize("mount", ["vatex0110", "datasets/khaledatef1/vatex0110", "notebooks/someone/vatex-copy"])
+def test_a_save_to_disk_copy_is_found_in_every_kaggle_layout(tmp_path, monkeypatch, mount):
+    import datasets
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
+    inputs = tmp_path / "input"
+    root = inputs / mount / "versions" / "1"  # 5 levels below the source to the split folder
+    datasets.Dataset.from_list([record(i) for i in IDS[:2]]).save_to_disk(str(root / "vatex" / "json" / "train"))
+    write_videos(root / "videos", IDS[:1])
+    write_videos(inputs / "datasets" / "khaledatef1" / "vatex011011" / "videos", IDS[1:2])  # another part's videos
+    config = load_config("smoke", "data.source=vatex data.fallback_to_mini=false")
+    location = resolve_dataset(config, environment(tmp_path, input_dir=inputs))
+    assert location.root == inputs / mount and location.annotations == {"train": root / "vatex/json/train"}
+    clips = load_clips(config, environment(tmp_path, input_dir=inputs), "train", lenient=False)
+    assert clips.video_ids == IDS[:2] and clips.num_with_video == 2
+
+
+def test_nothing_found_names_the_roots_and_the_files_looked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
+    inputs = tmp_path / "input"
+    (inputs / "datasets" / "alice" / "unrelated" / "stuff").mkdir(parents=True)
+    (inputs / "notebooks" / "bob" / "kernel").mkdir(parents=True)
+    config = load_config("smoke", "data.source=vatex data.fallback_to_mini=false")
+    with pytest.raises(DatasetNotFoundError) as info:
+        resolve_dataset(config, environment(tmp_path, input_dir=inputs))
+    message = str(info.value)
+    for part in (str(inputs / "datasets/alice/unrelated"), str(inputs / "notebooks/bob/kernel"),
+                 "vatex_training_v1.0.json", "vatex_validation_v1.0.json", "state.json", "videos/"):
+        assert part in message
+
+
+def test_a_copy_without_validation_still_loads_and_says_what_it_has(tmp_path, monkeypatch, caplog):
+    from qvidcap.data.vatex import load_splits, split_report
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
+    copy = tmp_path / "copy"
+    write_json(copy / "vatex_training_v1.0.json", [record(i) for i in IDS])
+    write_json(copy / "vatex_public_test_english_v1.1.json", [record("zzzzzzzzzzz_000001_000011")])
+    write_videos(copy / "videos", IDS[:2])
+    config = load_config("smoke", f"data.source=vatex data.fallback_to_mini=false paths.vatex_input={copy}")
+    env = environment(tmp_path)
+    splits = load_splits(config, env, ["train", "validation", "public_test"])
+    assert sorted(splits) == ["public_test", "train"] and len(splits["train"]) == 2
+    empty = load_clips(config, env, "validation", missing_ok=True)
+    assert (len(empty), empty.split) == (0, "validation")
+    with pytest.raises(DatasetNotFoundError, match="no annotations for split 'validation'"):
+        load_clips(config, env, "validation")
+    with caplog.at_level(logging.INFO):
+        rows = {r["split"]: r for r in split_report(config, env)}
+    assert rows["train"] == {"split": "train", "annotations": str(copy / "vatex_training_v1.0.json"),
+                             "records": 3, "videos present": 2}
+    assert (rows["validation"]["annotations"], rows["validation"]["records"]) == ("none", 0)
+    assert rows["public_test"]["records"] == 1 and rows["public_test"]["videos present"] == 0
+    assert "no annotations for validation, private_test" in caplog.text

@@ -198,3 +198,56 @@ def test_rotated_phone_videos_come_out_upright(tmp_path, degrees, white_edge):
     assert frame.shape == ((64, 32) if degrees in (90, 270) else (32, 64))  # not squashed
     edges = {"bottom": frame[-1].mean(), "top": frame[0].mean(), "right": frame[:, -1].mean()}
     assert edges[white_edge] > 200
+
+
+# ---------------------------------------------------------------- decode bounds (issue 17)
+
+
+def test_an_absurd_aspect_ratio_is_refused_before_decoding(tmp_path):
+    from qvidcap.video import VideoBoundsError
+
+    path = write_video(tmp_path / "strip.mp4", frame_numbers(6, 600, 4))  # 150:1
+    with pytest.raises(VideoBoundsError, match=r"4x600 frame has an aspect ratio of 150.0:1") as caught:
+        sample_clip(path, SamplingConfig(keyframe_size=32, temporal_size=24, temporal_frames=4, num_keyframes=2))
+    assert caught.value.setting == "sampling.max_aspect_ratio" and isinstance(caught.value, VideoDecodeError)
+    with pytest.raises(VideoBoundsError, match="aspect ratio"):
+        read_frames(path, 2, 32)
+    wide_enough = SamplingConfig(keyframe_size=32, temporal_size=24, temporal_frames=4, num_keyframes=2,
+                                 max_aspect_ratio=200)
+    assert sample_clip(path, wide_enough).keyframes.shape == (2, 4800, 32, 3)  # the bound is the only obstacle
+    assert probe(path).height == 600  # probe scales nothing: no aspect bound
+
+
+@pytest.mark.parametrize("bound, value, says", [
+    ("max_pixels", 48 * 64 - 1, "48 pixels are more than the 3,071"),
+    ("max_decoded_pixels", 100 * 100, "would be 133x100, more than 10,000 pixels"),
+    ("max_frames", 23, "24 frames, more than 23"),
+    ("max_seconds", 1.5, "lasts 2 s, longer than 1.5 s"),
+])
+def test_each_decode_bound_names_itself(numbered, bound, value, says):
+    from qvidcap.video import VideoBoundsError
+
+    sampling = SamplingConfig(keyframe_size=100, temporal_size=24, temporal_frames=4, num_keyframes=2, **{bound: value})
+    with pytest.raises(VideoBoundsError, match=says) as caught:
+        sample_clip(numbered, sampling)
+    assert caught.value.setting == f"sampling.{bound}" and f"sampling.{bound}" in str(caught.value)
+
+
+def test_read_header_decodes_nothing_and_check_header_takes_unknown_values(numbered):
+    from qvidcap.video import VideoHeader, check_header, read_header
+
+    header = read_header(numbered)
+    assert (header.width, header.height, header.num_frames, header.seconds, header.fps) == (64, 48, 24, 2.0, 12.0)
+    check_header(numbered, VideoHeader(64, 48, 0, 0.0), SamplingConfig(), short_side=96)  # 0 = not stated: fine
+    with pytest.raises(VideoDecodeError, match="size of 0x48"):
+        check_header(numbered, VideoHeader(0, 48, 0, 0.0))
+
+
+def test_decode_memory_estimate_grows_with_what_is_decoded():
+    from qvidcap.video import apply_decode_bounds, decode_memory_bytes
+
+    small, tall = SamplingConfig(), SamplingConfig(keyframe_size=800, num_keyframes=8)
+    assert 0 < decode_memory_bytes(small) < decode_memory_bytes(tall)
+    assert decode_memory_bytes(SamplingConfig(max_pixels=1920 * 1080)) < decode_memory_bytes(small)
+    checkpoint = apply_decode_bounds(SamplingConfig(keyframe_size=64), SamplingConfig(max_aspect_ratio=3))
+    assert (checkpoint.keyframe_size, checkpoint.max_aspect_ratio) == (64, 3)

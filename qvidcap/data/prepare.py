@@ -13,6 +13,7 @@ import sys
 from qvidcap.config import StudyConfig
 from qvidcap.data.download import DownloadError, MissingCredentialsError, download_vatex
 from qvidcap.data.minidata import generate_mini_dataset
+from qvidcap.data.records import SPLITS
 from qvidcap.data.vatex import DatasetLocation, DatasetNotFoundError, load_splits, mini_location, resolve_dataset
 from qvidcap.runtime.env import Environment, detect_environment
 
@@ -58,4 +59,7 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
         return 1
     print(f"{location.name} dataset at {location.root}")
     print(split_summary(clips).to_string(index=False))
+    missing = [s for s in SPLITS if s not in location.annotations]
+    if missing:  # e.g. a copy without validation: training then holds out part of train
+        print(f"no annotations for: {', '.join(missing)}")
     return 0

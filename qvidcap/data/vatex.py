@@ -20,6 +20,7 @@ from qvidcap.config import StudyConfig
 from qvidcap.data.records import SPLITS, ClipRecord, VideoIdError, parse_video_id
 from qvidcap.runtime import env as env_module
 from qvidcap.runtime.env import Environment
+from qvidcap.runtime.kaggle_inputs import MAX_DEPTH, MAX_DIRS, source_roots, walk
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ SAVED_SPLIT_NAMES = {  # split -> folder names of save_to_disk copies (e.g. vate
     "private_test": ("private_test",),
 }
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
-SEARCH_DEPTH = 4  # folders below a candidate root searched for annotations and videos/
+SEARCH_DEPTH = MAX_DEPTH  # folders below a candidate root searched for annotations and videos/
+OPTIONAL_SPLITS = ("validation", "private_test")  # some copies lack them; training holds out part of train
 _warned: set[str] = set()
 
 
@@ -265,21 +267,18 @@ def _as_dirs(video_dir: Path | Sequence[Path] | None) -> tuple[Path, ...] | None
 # ---------------------------------------------------------------- finding a copy
 
 
-def _walk(root: Path, depth: int = SEARCH_DEPTH) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """os.walk in sorted order, at most `depth` levels down, never listing inside videos/ folders."""
-    base = len(root.parts)
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if d != "videos" and not d.startswith(".")) \
-            if len(here.parts) - base < depth else []
-        yield here, dirs, sorted(files)
+def annotation_names() -> list[str]:
+    """The names a search for annotations looks for (for the message when nothing is found)."""
+    official = [n for names in OFFICIAL_FILES.values() for n in names]
+    return official + ["dataset_dict.json, state.json or dataset_info.json of save_to_disk folders "
+                       f"({'/'.join(n for names in SAVED_SPLIT_NAMES.values() for n in names)})", "videos/"]
 
 
-def find_annotations(root: Path) -> dict[str, Path]:
+def find_annotations(root: Path, budget: list[int] | None = None) -> dict[str, Path]:
     """split -> annotation file or save_to_disk folder found under `root` (official JSON first)."""
     found: dict[str, Path] = {}
     saved: dict[str, Path] = {}
-    for folder, dirs, files in _walk(root):
+    for folder, dirs, files in walk(root, SEARCH_DEPTH, budget):
         for split, names in OFFICIAL_FILES.items():
             for name in names:
                 if name in files and split not in found:
@@ -295,18 +294,11 @@ def find_annotations(root: Path) -> dict[str, Path]:
     return {**saved, **found}
 
 
-def find_video_dirs(root: Path) -> list[Path]:
+def find_video_dirs(root: Path, budget: list[int] | None = None) -> list[Path]:
     """Every videos/ folder under `root` (Kaggle copies keep clips at <root>/videos/<videoID>.mp4)."""
-    found = []
-    base = len(root.parts)
-    for folder, dirs, _ in os.walk(root):
-        here = Path(folder)
-        if here.name == "videos":
-            found.append(here)
-            dirs[:] = []
-            continue
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if len(here.parts) - base < SEARCH_DEPTH else []
-    return sorted(found)
+    if root.name == "videos":
+        return [root]
+    return sorted(folder / "videos" for folder, dirs, _ in walk(root, SEARCH_DEPTH, budget) if "videos" in dirs)
 
 
 def kagglehub_cache_dirs(handles: Sequence[str]) -> list[Path]:
@@ -328,7 +320,7 @@ def vatex_search_roots(config: StudyConfig, env: Environment) -> list[Path]:
         roots.append(Path(config.paths.vatex_input).expanduser())
     input_dir = env.input_dir or (env_module.KAGGLE_INPUT if env_module.KAGGLE_INPUT.is_dir() else None)
     if input_dir is not None and input_dir.is_dir():
-        roots += sorted(p for p in input_dir.iterdir() if p.is_dir())
+        roots += source_roots(input_dir)  # /kaggle/input/<slug>, datasets/<owner>/<slug>, notebooks/<user>/<slug>
     roots += kagglehub_cache_dirs(config.data.kaggle_datasets)
     roots.append(env.data_dir / "vatex")
     return roots
@@ -341,11 +333,12 @@ def find_vatex(config: StudyConfig, env: Environment) -> DatasetLocation | None:
                                    "point it at a VATEX copy or set it to \"\" to search the usual places")
     location = None
     video_dirs: list[Path] = []
+    budget = [MAX_DIRS]  # one cap on folders listed for the whole search
     for root in vatex_search_roots(config, env):
         if not root.is_dir():
             continue
-        video_dirs += [d for d in find_video_dirs(root) if d not in video_dirs]
-        annotations = find_annotations(root)
+        video_dirs += [d for d in find_video_dirs(root, budget) if d not in video_dirs]
+        annotations = find_annotations(root, budget)
         if location is None and annotations:
             location = (root, annotations)
     if location is None:
@@ -375,7 +368,8 @@ def resolve_dataset(config: StudyConfig, env: Environment) -> DatasetLocation:
     location = find_vatex(config, env)
     if location is not None:
         return location
-    looked = ", ".join(str(r) for r in vatex_search_roots(config, env))
+    looked = (", ".join(str(r) for r in vatex_search_roots(config, env)) or "nowhere") + \
+        f", up to {SEARCH_DEPTH} folders deep, for {', '.join(annotation_names())}"
     if config.data.fallback_to_mini:
         message = f"no VATEX copy found (looked in {looked}); using the built-in mini dataset instead"
         if message not in _warned:  # once per process, not once per split
@@ -388,10 +382,13 @@ def resolve_dataset(config: StudyConfig, env: Environment) -> DatasetLocation:
     )
 
 
-def load_clips(config: StudyConfig, env: Environment, split: str, *, lenient: bool | None = None) -> ClipSet:
+def load_clips(config: StudyConfig, env: Environment, split: str, *, lenient: bool | None = None,
+               missing_ok: bool = False) -> ClipSet:
     """The usable clips of one split of the configured dataset (the mini dataset is generated if missing).
 
     `lenient=None` takes data.lenient. data.max_clips_per_split > 0 keeps the first that many records.
+    A split the copy has no annotations for raises DatasetNotFoundError, or, with `missing_ok`, gives
+    an empty ClipSet (some VATEX copies have no validation split).
     """
     _check_split(split)
     location = resolve_dataset(config, env)
@@ -401,6 +398,10 @@ def load_clips(config: StudyConfig, env: Environment, split: str, *, lenient: bo
         generate_mini_dataset(config.data, location.root)
     path = location.annotations.get(split)
     if path is None:
+        if missing_ok:
+            logger.info("%s %s: no annotations in the copy at %s; the split is left out", location.name, split,
+                        location.root)
+            return ClipSet(split, location.name, [])
         raise DatasetNotFoundError(f"the {location.name} copy at {location.root} has no annotations for split "
                                    f"{split!r}; it has {sorted(location.annotations)}")
     lenient = config.data.lenient if lenient is None else lenient
@@ -415,8 +416,31 @@ def load_clips(config: StudyConfig, env: Environment, split: str, *, lenient: bo
 
 def load_splits(config: StudyConfig, env: Environment, splits: Sequence[str] | None = None, *,
                 lenient: bool | None = None) -> dict[str, ClipSet]:
-    """`load_clips` for several splits (default: every split the dataset has annotations for)."""
+    """`load_clips` for several splits (default: every split the dataset has annotations for).
+
+    Named splits in OPTIONAL_SPLITS that the copy lacks are left out of the result, not an error.
+    """
+    location = resolve_dataset(config, env)
     if splits is None:
-        location = resolve_dataset(config, env)
         splits = [s for s in SPLITS if s in location.annotations]
-    return {split: load_clips(config, env, split, lenient=lenient) for split in splits}
+    loaded = {split: load_clips(config, env, split, lenient=lenient, missing_ok=split in OPTIONAL_SPLITS)
+              for split in splits}
+    return {split: clips for split, clips in loaded.items() if split in location.annotations}
+
+
+def split_report(config: StudyConfig, env: Environment) -> list[dict]:
+    """Per split, what the copy in use has: annotations (where, or none), records in them, videos present."""
+    location = resolve_dataset(config, env)
+    rows = []
+    for split in SPLITS:
+        path = location.annotations.get(split)
+        row = {"split": split, "annotations": str(path) if path else "none", "records": 0, "videos present": 0}
+        if path is not None:
+            clips = load_clips(config, env, split, lenient=True)
+            row.update(records=clips.num_referenced, **{"videos present": clips.num_with_video})
+        rows.append(row)
+    found = [f"{r['split']} ({r['records']} records, {r['videos present']} videos)" for r in rows if r["records"]]
+    missing = [r["split"] for r in rows if r["annotations"] == "none"]
+    logger.info("%s copy at %s: %s%s", location.name, location.root, ", ".join(found) or "no annotated split",
+                f"; no annotations for {', '.join(missing)}" if missing else "")
+    return rows

@@ -7,18 +7,25 @@ import pandas as pd
 
 
 def plot_systems(table: pd.DataFrame, metrics: tuple[str, ...] = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr"),
-                 title: str = ""):
-    """Grouped bars: each metric ×100 for each system (rows of `EvaluationReport.table()`)."""
+                 title: str = "", intervals: dict | None = None):
+    """Grouped bars: each metric ×100 for each system (rows of `EvaluationReport.table()`), with 95% bootstrap
+    intervals as error bars when `intervals` (system -> metric -> {"low", "high"}, see `report_intervals`) is given."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    long = table[[m for m in metrics if m in table.columns]].rename_axis("system").reset_index().melt(
-        id_vars="system", var_name="metric", value_name="score")
+    shown = [m for m in metrics if m in table.columns]
+    long = table[shown].rename_axis("system").reset_index().melt(id_vars="system", var_name="metric", value_name="score")
     fig, ax = plt.subplots(figsize=(7, 3.2))
     sns.barplot(data=long, x="metric", y="score", hue="system", ax=ax)
     ax.set(ylabel="score (×100)", xlabel="", title=title)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=7)
+    for container, system in zip(ax.containers, list(dict.fromkeys(long["system"]))):
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=6 if intervals else 0)
+        for patch, metric in zip(container, shown):
+            bounds = (intervals or {}).get(system, {}).get(metric)
+            if bounds is None:
+                continue
+            x, y = patch.get_x() + patch.get_width() / 2, patch.get_height()
+            ax.errorbar(x, y, yerr=[[y - bounds["low"]], [bounds["high"] - y]], color="black", capsize=2, lw=0.8)
     fig.tight_layout()
     return fig
 

@@ -78,11 +78,12 @@ def blind_baseline(train_references: dict[str, list[str]], num_candidates: int =
     return BlindBaseline(str(best["caption"]), float(best["consensus"]), str(best["source_video_id"]), table)
 
 
-def untrained_captioner(config, tokenizer, seed: int = 0):
-    """The trained model's architecture (`config`, widths linked) with fresh random weights from `seed`."""
+def untrained_captioner(config, tokenizer, seed: int = 0, device: str = "cpu"):
+    """The trained model's architecture (`config`, widths linked) with fresh random weights from `seed`,
+    in eval mode on `device`, its decoder built in that device's dtype (a GPU's half dtype)."""
     import torch
 
     from qvidcap.model import build_captioner
 
     torch.manual_seed(seed)
-    return build_captioner(config, tokenizer).eval()
+    return build_captioner(config, tokenizer, device).to(device).eval()

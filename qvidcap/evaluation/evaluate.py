@@ -9,15 +9,24 @@ Everything lands in `<output>/eval/<train.run_name>/<split>/`:
     trained/              predictions.json ([{"videoID", "caption"}]), scores.json, per_clip.csv, clip_ids.txt
     blind/, untrained/    the same for the two baselines (see qvidcap.evaluation.baselines)
 
-The scored set is the split's clips that have features in the store and at least one reference;
-clips without features are listed in metrics.json, never silently dropped.
+The scored set is the split's clips that have features in the store and at least one reference
+(the first `eval.max_clips` of them when that is set); clips without features are listed in
+metrics.json, never silently dropped.
+
+Long runs: captioning checks the study's deadline (`QVIDCAP_DEADLINE`) between batches and saves what it
+has in `<system>/predictions.partial.rankR.json`; a rerun continues from those files. Under
+`accelerate launch` / torchrun (RANK, WORLD_SIZE) each rank captions a disjoint shard
+(`video_ids[rank::world]`) into `<system>/predictions.rankR-of-W.json`; rank 0 waits for the others'
+files, merges them and scores; the other ranks return None.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +36,7 @@ import pandas as pd
 from qvidcap.evaluation.analysis import diversity
 from qvidcap.evaluation.baselines import BlindBaseline, blind_baseline, untrained_captioner
 from qvidcap.config import GenerationConfig, StudyConfig
+from qvidcap.runtime.deadline import Deadline, record_stop
 from qvidcap.runtime.env import Environment
 from qvidcap.evaluation.metrics import CaptionScores, ScoringError, score_captions
 from qvidcap.runtime.progress import progress
@@ -89,6 +99,8 @@ def split_clips(config: StudyConfig, env: Environment, split: str, store) -> Spl
         logger.warning("%d of %d %s clips have no stored features and are left out of the scored set",
                        len(missing), len(records), split)
     records = [r for r in records if r.video_id in stored]
+    if config.eval.max_clips > 0:
+        records = records[: config.eval.max_clips]
     if not records:
         raise RuntimeError(f"no {split} clip has both references and stored features in {store.root}; "
                            "extract features first (qvidcap extract)")
@@ -100,22 +112,142 @@ def generate_captions(model, store, video_ids: Sequence[str], generation: Genera
                       desc: str = "captioning") -> dict[str, str]:
     """videoID -> caption for `video_ids`, read from the feature store and generated in batches of
     `generation.batch_size` clips (beam search with `generation.num_beams`, greedy when 1)."""
+    return caption_clips(model, store, video_ids, generation, device, desc).predictions
+
+
+@dataclass
+class CaptionRun:
+    predictions: dict[str, str]  # videoID -> caption, in the order asked (those captioned so far)
+    complete: bool  # False when the deadline stopped it; the rest is in the partial file's rerun
+
+
+def caption_clips(model, store, video_ids: Sequence[str], generation: GenerationConfig, device: str = "cpu",
+                  desc: str = "captioning", *, partial: Path | None = None, resume: dict[str, str] | None = None,
+                  meta: dict | None = None, deadline: Deadline | None = None) -> CaptionRun:
+    """Caption `video_ids` in batches of `generation.batch_size`; those in `resume` are kept, not redone.
+
+    With `partial`, what is captioned so far is saved there after every batch (with `meta`, which a rerun
+    checks); with `deadline`, it stops between batches once the deadline is reached."""
     from qvidcap.features.clip_features import collate_features
 
     batch_size = max(1, generation.batch_size)
-    captions: dict[str, str] = {}
+    done = {v: resume[v] for v in video_ids if resume and v in resume}
+    todo = [v for v in video_ids if v not in done]
     model.eval()
-    with progress(total=len(video_ids), desc=desc) as bar:
-        for first in range(0, len(video_ids), batch_size):
-            batch = collate_features([store.get(v) for v in video_ids[first:first + batch_size]])
+    complete = True
+    with progress(total=len(video_ids), desc=desc, initial=len(done)) as bar:
+        for first in range(0, len(todo), batch_size):
+            if deadline is not None and deadline.reached():
+                complete = False
+                break
+            batch = collate_features([store.get(v) for v in todo[first:first + batch_size]])
             texts = model.generate(
                 temporal=batch["temporal"].to(device), context=batch["context"].to(device),
                 objects=batch["objects"].to(device), object_mask=batch["object_mask"].to(device),
                 num_beams=generation.num_beams, max_new_tokens=generation.max_new_tokens,
             )
-            captions.update(zip(batch["video_ids"], texts))
+            done.update(zip(batch["video_ids"], texts))
             bar.update(len(texts))
-    return captions
+            if partial is not None:
+                _write_json(partial, {**(meta or {}), "predictions": done})
+    return CaptionRun({v: done[v] for v in video_ids if v in done}, complete)
+
+
+def shard_of(video_ids: Sequence[str], rank: int, world: int) -> list[str]:
+    """Rank `rank`'s disjoint share of `video_ids` (every world-th clip, so shards differ by at most one)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1} (world size {world})")
+    return list(video_ids[rank::world])
+
+
+def launcher_rank() -> tuple[int, int]:
+    """(rank, world size) under `accelerate launch` / torchrun (RANK, WORLD_SIZE), else (0, 1)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
+
+
+def _write_json(path: Path, value) -> None:
+    """Write through a temporary file and rename: a reader (or a kill) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+
+
+def _partial_predictions(directory: Path, meta: dict) -> dict[str, str]:
+    """Every partial or shard file of an earlier run in `directory` made with the same `meta` (checkpoint,
+    generation settings), merged: a rerun continues from them whatever the earlier world size was."""
+    found: dict[str, str] = {}
+    for path in sorted(directory.glob("predictions.partial.rank*.json")) + sorted(directory.glob("predictions.rank*-of-*.json")):
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            logger.warning("ignoring unreadable %s", path)
+            continue
+        if {k: saved.get(k) for k in meta} != meta:
+            logger.warning("ignoring %s: made with %s, not %s", path, {k: saved.get(k) for k in meta}, meta)
+            continue
+        found.update(saved["predictions"])
+    return found
+
+
+def generation_meta(config: StudyConfig, checkpoint: str | Path) -> dict:
+    """What partial and shard files must match to be reused: the checkpoint and the generation settings."""
+    g = config.generation
+    return {"checkpoint": str(checkpoint), "num_beams": g.num_beams, "max_new_tokens": g.max_new_tokens}
+
+
+def caption_split(model, store, video_ids: Sequence[str], directory: Path, generation: GenerationConfig,
+                  meta: dict, device: str = "cpu", rank: int = 0, world: int = 1,
+                  deadline: Deadline | None = None, desc: str = "captioning") -> CaptionRun:
+    """This rank's shard of `video_ids` captioned into `directory` (one system's folder), continuing from
+    earlier partial files made with the same `meta` and stopping at `deadline`. A finished shard is
+    saved as `predictions.rankR-of-W.json`, its partial file removed."""
+    mine = shard_of(video_ids, rank, world)
+    resume = _partial_predictions(directory, meta)
+    if resume:
+        logger.info("%s: continuing from %d saved captions", directory, len(set(resume) & set(mine)))
+    partial = directory / f"predictions.partial.rank{rank}.json"
+    run = caption_clips(model, store, mine, generation, device, desc, partial=partial, resume=resume, meta=meta,
+                        deadline=deadline)
+    if run.complete:
+        _write_json(directory / f"predictions.rank{rank}-of-{world}.json", {**meta, "predictions": run.predictions})
+        partial.unlink(missing_ok=True)
+    return run
+
+
+def merge_shards(directory: Path, video_ids: Sequence[str], world: int, meta: dict, wait_s: float = 0.0,
+                 deadline: Deadline | None = None, poll_s: float = 5.0) -> dict[str, str] | None:
+    """videoID -> caption from every rank's shard file, in the order of `video_ids`.
+
+    Waits up to `wait_s` (and not past `deadline`) for the other ranks' files; returns None when one is
+    still missing then. A file made with other `meta`, or one that does not cover its shard, is an error."""
+    paths = [directory / f"predictions.rank{r}-of-{world}.json" for r in range(world)]
+    until = time.time() + wait_s
+    while not all(p.is_file() for p in paths):
+        if time.time() >= until or (deadline is not None and deadline.reached()):
+            logger.warning("%s: no shard file %s yet", directory, ", ".join(p.name for p in paths if not p.is_file()))
+            return None
+        time.sleep(poll_s)
+    merged: dict[str, str] = {}
+    for rank, path in enumerate(paths):
+        saved = json.loads(path.read_text())
+        made_with = {k: saved.get(k) for k in meta}
+        if made_with != meta:
+            raise RuntimeError(f"{path} was made with {made_with}, not {meta}; delete it and caption that shard again")
+        shard = shard_of(video_ids, rank, world)
+        lacking = [v for v in shard if v not in saved["predictions"]]
+        if lacking:
+            raise RuntimeError(f"{path} lacks {len(lacking)} of its {len(shard)} clips (e.g. {lacking[0]}); "
+                               "delete it and caption that shard again")
+        merged.update({v: saved["predictions"][v] for v in shard})
+    return {v: merged[v] for v in video_ids}
+
+
+def _clear_shards(directory: Path) -> None:
+    for path in [*directory.glob("predictions.partial.rank*.json"), *directory.glob("predictions.rank*-of-*.json")]:
+        path.unlink(missing_ok=True)
 
 
 def save_predictions(predictions: dict[str, str], path: str | Path) -> Path:
@@ -131,35 +263,69 @@ def load_predictions(path: str | Path) -> dict[str, str]:
 
 
 def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | None = None, split: str | None = None,
-             baselines: bool = True) -> EvaluationReport:
+             baselines: bool = True, rank: int | None = None, world: int | None = None,
+             shard_wait_s: float = 6 * 3600.0) -> EvaluationReport | None:
     """Caption `split` (default `eval.split`) with the checkpoint (default: `eval.checkpoint`, else the
-    best of `train.run_name`), score it, and score the blind and untrained baselines on the same clips."""
+    best of `train.run_name`), score it, and score the blind and untrained baselines on the same clips.
+
+    Returns None when the deadline stopped it (what is captioned is saved; the same call continues) and
+    on every rank but 0 of a multi-process run (`rank`, `world`: default from the launcher's variables)."""
     from qvidcap.model.checkpoint import find_checkpoint, load_captioner
 
     split = split or config.eval.split
+    if rank is None or world is None:
+        rank, world = launcher_rank()
+    deadline = Deadline.from_env()
     path = Path(checkpoint) if checkpoint else find_checkpoint(config, env.output_dir)
     model, model_config, tokenizer = load_captioner(path, env.device)
     store = open_feature_store(config, env)
     clips = split_clips(config, env, split, store)
     video_ids = list(clips.references)
-    predictions = {"trained": generate_captions(model, store, video_ids, config.generation, env.device,
-                                                desc=f"captioning {split}")}
+    directory = eval_dir(config, env, split)
+    meta = generation_meta(config, path)
+    names = ["trained", "untrained"] if baselines else ["trained"]
+    runs: dict[str, CaptionRun] = {}
+    for name in names:
+        if name == "untrained":
+            del model  # one model in memory at a time (a pretrained decoder is large)
+            _free_accelerator_memory(env.device)
+            model = untrained_captioner(model_config, tokenizer, config.eval.seed, env.device)
+        runs[name] = caption_split(model, store, video_ids, directory / name, config.generation,
+                                   {**meta, "system": name}, env.device, rank, world, deadline,
+                                   desc=f"captioning {split} ({name}, rank {rank} of {world})")
+        if not runs[name].complete:
+            done = ", ".join(f"{n} {len(r.predictions):,}" for n, r in runs.items())
+            stop = record_stop(env.output_dir, "evaluation",
+                               f"{split} captions saved for rank {rank}'s shard: {done} (of {len(video_ids):,} clips "
+                               f"over {world} rank(s))", f"the rest of the {name} captions and the scoring")
+            logger.warning(stop.sentence())
+            return None
+    del model
+    if rank != 0:
+        return None
+    predictions: dict[str, dict[str, str]] = {}
+    for name in names:
+        merged = merge_shards(directory / name, video_ids, world, {**meta, "system": name},
+                              wait_s=shard_wait_s if world > 1 else 0.0, deadline=deadline)
+        if merged is None:
+            record_stop(env.output_dir, "evaluation", f"rank 0's share of the {split} captions",
+                        f"the other ranks' {name} shards, then the scoring; run the evaluation again to merge")
+            return None
+        predictions[name] = merged
     blind = None
     if baselines:
         blind = blind_baseline(train_references(config, env), config.eval.blind_candidates,
                                config.eval.blind_pool_clips, config.eval.seed)
-        predictions["blind"] = blind.predictions(video_ids)
-        del model  # one model in memory at a time (a pretrained decoder is large)
-        _free_accelerator_memory(env.device)
-        untrained = untrained_captioner(model_config, tokenizer, config.eval.seed).to(env.device)
-        predictions["untrained"] = generate_captions(untrained, store, video_ids, config.generation, env.device,
-                                                     desc="captioning (untrained)")
+        predictions = {"trained": predictions["trained"], "blind": blind.predictions(video_ids),
+                       "untrained": predictions["untrained"]}
     scores = {name: score_captions(system_predictions, clips.references, spice=config.eval.spice,
                                    dataset=clips.dataset, split=split)
               for name, system_predictions in predictions.items()}
-    report = EvaluationReport(clips.dataset, split, eval_dir(config, env, split), str(path), scores, predictions,
+    report = EvaluationReport(clips.dataset, split, directory, str(path), scores, predictions,
                               blind, clips.missing_features)
     save_report(report, config)
+    for name in names:
+        _clear_shards(directory / name)
     return report
 
 
@@ -216,6 +382,10 @@ def write_metrics(report: EvaluationReport, config: StudyConfig) -> Path:
         "blind_caption": report.blind.caption if report.blind else None,
         "missing_features": report.missing_features,
     }
+    if first.scored_set.num_clips >= 2:  # 95% bootstrap intervals, and the trained model against each baseline
+        from qvidcap.evaluation.intervals import report_intervals
+
+        summary["uncertainty"] = report_intervals(report.scores, seed=config.eval.seed)
     report.metrics_path.write_text(json.dumps(summary, indent=2))
     logger.info("wrote %s", report.metrics_path)
     return report.metrics_path
@@ -253,6 +423,9 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
 
     env = detect_environment(config)
     report = evaluate(config, env, checkpoint=args.checkpoint, split=args.split, baselines=not args.no_baselines)
+    if report is None:  # stopped at the deadline, or a rank other than 0 whose shard is saved
+        print("captions saved; scoring left to rank 0 or to a rerun (see deadline_stop.json if the deadline stopped it)")
+        return 0
     first = next(iter(report.scores.values()))
     print(f"scored set: {first.scored_set.describe()}")
     print(report.table().to_string())

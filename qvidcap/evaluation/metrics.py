@@ -21,12 +21,16 @@ CIDEr near 0). The Java-free CIDEr-D of training (`quick_cider`) lives in `qvidc
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -219,13 +223,33 @@ def _prepare(predictions: dict[str, str], references: dict[str, list[str]], miss
     return gts, res, missing_ids
 
 
+@contextlib.contextmanager
+def _without_speed_lines():
+    """The PTB tokenizer's Java process writes a speed line to this process's stderr on every call (noise
+    in a notebook); catch what it writes there and pass on anything else as a warning."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines():
+                if line.strip() and not line.startswith("PTBTokenizer tokenized"):
+                    logger.warning("PTB tokenizer: %s", line)
+
+
 def _ptb_tokenize(captions: dict) -> dict:
     """pycocoevalcap's PTB tokenizer (lower-cased, punctuation dropped); empty captions stay empty."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     non_empty = {k: [c for c in v if c["caption"]] for k, v in captions.items()}
     non_empty = {k: v for k, v in non_empty.items() if v}
-    tokenized = PTBTokenizer().tokenize(non_empty) if non_empty else {}
+    with _without_speed_lines():
+        tokenized = PTBTokenizer().tokenize(non_empty) if non_empty else {}
     out: dict[str, list[str]] = {}
     for key, caps in captions.items():
         it = iter(tokenized.get(key, []))

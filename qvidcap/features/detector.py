@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from qvidcap.config import FeatureConfig
-from qvidcap.features.loading import load_pretrained, state_digest
+from qvidcap.features.loading import from_pretrained_checked, load_pretrained, state_digest
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,37 @@ def detr_config(features: FeatureConfig):
                       num_labels=16, init_std=0.2)  # a wider init spreads the random boxes apart
 
 
+def explicit_timm_backbone(values: dict) -> dict:
+    """A DETR `config.json` (as a dict) with its timm backbone written out as `backbone_config`.
+
+    The published DETR configs say `use_timm_backbone: true, backbone: "resnet50",
+    use_pretrained_backbone: true`. Left to transformers, a config that also carries `backbone_kwargs`
+    asks the Hub whether "resnet50" is a repository (an offline failure, or a needless call), and a
+    pretrained backbone would make timm download ImageNet weights: a second download, overwritten
+    anyway by the DETR checkpoint, which holds the backbone's weights. Spelled out here: never pretrained.
+    """
+    values = dict(values)
+    values["use_pretrained_backbone"] = False
+    if values.get("backbone_config") is None and values.pop("use_timm_backbone", True):
+        kwargs = dict(values.pop("backbone_kwargs", None) or {})
+        backbone = {"model_type": "timm_backbone", "backbone": values.pop("backbone", None) or "resnet50",
+                    "num_channels": kwargs.get("in_chans", kwargs.get("num_channels", values.get("num_channels", 3))),
+                    "features_only": kwargs.get("features_only", True), "use_pretrained_backbone": False,
+                    "out_indices": list(kwargs.get("out_indices", [1, 2, 3, 4]))}
+        if values.get("dilation"):
+            backbone["output_stride"] = kwargs.get("output_stride", 16)
+        values["backbone_config"] = backbone
+    return values
+
+
+def pretrained_detr_config(name: str):
+    """The `DetrConfig` of a checkpoint by name or path, read from its config.json, timm backbone made explicit."""
+    from transformers import DetrConfig
+
+    values, _ = DetrConfig.get_config_dict(name)
+    return DetrConfig.from_dict(explicit_timm_backbone(values))
+
+
 class ObjectDetector:
     """DETR over keyframes -> per keyframe the boxes over the threshold, top `max_objects`, big enough to crop."""
 
@@ -66,7 +97,8 @@ class ObjectDetector:
             name = ""
         elif features.detector_model:
             name = features.detector_model
-            model = load_pretrained(name, lambda: DetrForObjectDetection.from_pretrained(name))
+            model = load_pretrained(name, lambda: from_pretrained_checked(
+                DetrForObjectDetection, name, config=pretrained_detr_config(name)))
             processor = load_pretrained(name, lambda: DetrImageProcessor.from_pretrained(name))
         else:
             with torch.random.fork_rng(devices=[]):

@@ -22,12 +22,34 @@ class ModelNotAvailableError(RuntimeError):
         )
 
 
+class PretrainedMismatchError(RuntimeError):
+    """A pretrained checkpoint whose weights do not fill the model built from its config (some left random)."""
+
+    def __init__(self, name: str, missing: list[str], mismatched: list[str]):
+        self.name, self.missing, self.mismatched = name, missing, mismatched
+        super().__init__(
+            f"pretrained model {name!r} left {len(missing)} weights missing {missing[:8]} and {len(mismatched)} of the "
+            f"wrong shape {mismatched[:8]}: those would stay random. The checkpoint does not match the class or "
+            f"config it was loaded with; check the name, or the transformers version that wrote its config.json")
+
+
+def from_pretrained_checked(model_class, name: str, **kwargs):
+    """`model_class.from_pretrained(name)`, refusing to return a model whose weights were partly left random
+    (transformers only logs that, e.g. when a DETR backbone config resolves to a different backbone class)."""
+    model, info = model_class.from_pretrained(name, output_loading_info=True, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        raise PretrainedMismatchError(name, missing, mismatched)
+    return model
+
+
 def load_pretrained(name: str, loader: Callable[[], T]) -> T:
     """Run `loader()` (a `from_pretrained` or `open_clip.create_model` call) and turn hub failures into one sentence."""
     try:
         return loader()
     except (OSError, RuntimeError, ValueError, ImportError) as e:
-        if isinstance(e, (ModelNotAvailableError, torch.cuda.OutOfMemoryError)):
+        if isinstance(e, (ModelNotAvailableError, PretrainedMismatchError, torch.cuda.OutOfMemoryError)):
             raise
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ModelNotAvailableError(name, reason) from e

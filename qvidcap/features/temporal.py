@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from qvidcap.config import FeatureConfig, SamplingConfig
-from qvidcap.features.loading import load_pretrained, state_digest
+from qvidcap.features.loading import from_pretrained_checked, load_pretrained, state_digest
 
 logger = logging.getLogger(__name__)
 
@@ -28,18 +28,32 @@ def videomae_config(features: FeatureConfig, sampling: SamplingConfig):
     )
 
 
+def _processor_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The checkpoint's own image_mean / image_std (its preprocessor_config.json); ImageNet's where it has none."""
+    from transformers import VideoMAEImageProcessor
+
+    try:
+        processor = VideoMAEImageProcessor.from_pretrained(name)
+    except OSError:  # no preprocessor_config.json in that checkpoint
+        logger.info("%s has no preprocessor config; normalising with ImageNet's mean and std", name)
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(processor.image_mean), tuple(processor.image_std)
+
+
 class TemporalExtractor:
     """VideoMAE (no masking) over (K, F, S, S, 3) uint8 windows -> (K, T, Dt), T = F / tubelet size."""
 
-    def __init__(self, model, name: str, device: str, dtype: torch.dtype):
+    def __init__(self, model, name: str, device: str, dtype: torch.dtype,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.name = name  # pretrained name or local path; "" = random weights
         self.device, self.dtype = device, dtype
         config = model.config
         self.num_frames, self.image_size = config.num_frames, config.image_size
         self.tubelet_size, self.patch_size = config.tubelet_size, config.patch_size
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
+        self.mean_values, self.std_values = tuple(map(float, mean)), tuple(map(float, std))
+        self.mean = torch.tensor(self.mean_values, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
+        self.std = torch.tensor(self.std_values, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
         self.digest = "" if name else state_digest(model)
 
     @classmethod
@@ -47,18 +61,21 @@ class TemporalExtractor:
               weights_dir: Path | None = None) -> "TemporalExtractor":
         from transformers import VideoMAEModel
 
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
         if weights_dir is not None and (weights_dir / "config.json").is_file():
             model = VideoMAEModel.from_pretrained(weights_dir)
             name = ""
         elif features.temporal_model:
             name = features.temporal_model
-            model = load_pretrained(name, lambda: VideoMAEModel.from_pretrained(name))
+            # a pre-training checkpoint (VideoMAEForPreTraining) loads too: decoder skipped, encoder whole
+            model = load_pretrained(name, lambda: from_pretrained_checked(VideoMAEModel, name))
+            mean, std = _processor_normalisation(name)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 model = VideoMAEModel(videomae_config(features, sampling))
             name = ""
-        extractor = cls(model, name, device, dtype)
+        extractor = cls(model, name, device, dtype, mean, std)
         extractor.check_sampling(sampling)
         return extractor
 
@@ -101,4 +118,4 @@ class TemporalExtractor:
         return {"class": "VideoMAEModel", "name": self.name, "dim": self.dim, "weights": self.digest or "pretrained",
                 "num_frames": self.num_frames, "image_size": self.image_size, "tubelet_size": self.tubelet_size,
                 "hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
-                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+                "mean": list(self.mean_values), "std": list(self.std_values)}

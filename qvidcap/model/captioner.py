@@ -215,7 +215,9 @@ class QVidCap(nn.Module):
 
 def build_captioner(config: StudyConfig, tokenizer: PreTrainedTokenizerBase, device: str = "cpu") -> QVidCap:
     """The whole model for `config` (widths linked, see `link_widths`), on the CPU; `device` picks the
-    decoder's dtype ("auto": half precision for a pretrained decoder on GPU). Move it with `.to(device)`."""
+    decoder's dtype ("auto": a pretrained decoder is built directly in the GPU's half dtype, bf16 on compute
+    capability >= 8.0, fp16 below; fp32 on CPU). Every caller that will run it on a GPU passes that GPU
+    here, then moves it with `.to(device)`."""
     decoder = build_decoder(config.decoder, tokenizer, device)
     model = QVidCap(config, decoder, tokenizer)
     total = model.parameter_table().loc["total"]

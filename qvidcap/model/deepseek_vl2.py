@@ -27,10 +27,13 @@ from torch import nn
 from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.deepseek_ocr2.configuration_deepseek_ocr2 import DeepseekOcr2TextConfig
+from transformers.integrations import use_experts_implementation
 from transformers.models.deepseek_ocr2.modeling_deepseek_ocr2 import (
+    DeepseekOcr2TextExperts,
     DeepseekOcr2TextModel,
     DeepseekOcr2TextPreTrainedModel,
     DeepseekOcr2TextRotaryEmbedding,
+    DeepseekOcr2TextTopkRouter,
 )
 
 from qvidcap.config import DecoderConfig
@@ -57,16 +60,69 @@ class CheckpointMismatchError(CheckpointError):
     """The checkpoint's language weights and the model's parameters do not correspond one to one."""
 
 
+@use_experts_implementation
+class DeepseekExperts(DeepseekOcr2TextExperts):
+    """The routed experts, declared here with transformers' experts decorator.
+
+    transformers lets a model class pick `grouped_mm` (all experts as one grouped GEMM, about 10x fewer
+    GPU ops than the per-expert loop) only when the class's own module declares its experts with
+    `@use_experts_implementation`; `DeepseekCausalLM` lives in this module, so its experts are declared
+    here. The text config's `experts_implementation` (`decoder.experts_implementation`; "eager" = the
+    per-expert loop when unset, "grouped_mm") or `model.set_experts_implementation(...)` then chooses.
+    """
+
+
+class DeepseekRouter(DeepseekOcr2TextTopkRouter):
+    """The MoE router, in float32 even under autocast (transformers' router casts its inputs to float32,
+    but an fp16/bf16 autocast region would run its matmul in half precision all the same)."""
+
+    def forward(self, hidden_states):
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            return super().forward(hidden_states)
+
+
 class DeepseekCausalLM(DeepseekOcr2TextPreTrainedModel, GenerationMixin):
-    """`DeepseekOcr2TextModel` + an untied `lm_head`: a causal LM that `generate` can drive."""
+    """`DeepseekOcr2TextModel` + an untied `lm_head`: a causal LM that `generate` can drive.
+
+    The MoE routers (`mlp.gate`) keep float32 weights whatever the model's dtype (loaded, `.to(dtype)`,
+    `.half()`) and compute in float32 under autocast too: the router's softmax picks experts, and
+    half-precision logits would pick other ones.
+    """
 
     _tied_weights_keys: dict[str, str] = {}
 
     def __init__(self, config: DeepseekOcr2TextConfig):
+        if config._experts_implementation is None:  # not asked for: the per-expert loop, as before
+            config._experts_implementation = "eager"
         super().__init__(config)
         self.model = DeepseekOcr2TextModel(config)
+        for layer in self.model.layers:
+            if type(getattr(layer.mlp, "experts", None)) is DeepseekOcr2TextExperts:
+                layer.mlp.experts.__class__ = DeepseekExperts  # the same module and weights, declared here
+            if type(getattr(layer.mlp, "gate", None)) is DeepseekOcr2TextTopkRouter:
+                layer.mlp.gate.__class__ = DeepseekRouter
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        self._keep_routers_float32()
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module._keep_routers_float32())
+
+    def _routers(self) -> list[DeepseekOcr2TextTopkRouter]:
+        return [m for m in self.modules() if isinstance(m, DeepseekOcr2TextTopkRouter)]
+
+    def _keep_routers_float32(self) -> None:
+        for router in self._routers():
+            if router.weight.dtype != torch.float32:
+                router.weight.data = router.weight.data.float()
+
+    def _apply(self, fn, recurse: bool = True):
+        """As nn.Module._apply (`.to`, `.half()`, `.cuda()`), except that routers keep their float32 values:
+        a device move applies, a cast does not (casting there and back would round them)."""
+        before = {router: router.weight.data for router in self._routers()}
+        super()._apply(fn, recurse)
+        for router, weight in before.items():
+            if router.weight.dtype != torch.float32:
+                router.weight.data = weight.to(router.weight.device)
+        return self
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
@@ -129,7 +185,7 @@ def small_text_config(config: DecoderConfig, vocab_size: int, bos: int, eos: int
         num_experts_per_tok=config.small_experts_per_token, topk_method="greedy",
         mlp_layer_types=["dense"] * dense + ["sparse"] * (config.small_layers - dense),
         max_position_embeddings=256, rope_parameters=_rope(10000.0), tie_word_embeddings=False,
-        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, experts_implementation=config.experts_implementation,
     )
 
 
@@ -183,10 +239,60 @@ def read_language_state_dict(directory: Path, dtype: torch.dtype) -> dict[str, t
     return state
 
 
-def load_deepseek_vl2_language_model(directory: str | Path, dtype: torch.dtype = torch.float32) -> DeepseekCausalLM:
+# the language weights last read, kept for the process: (directory, dtype, files) -> (state, version counters)
+_SESSION_WEIGHTS: dict[tuple, tuple[dict[str, torch.Tensor], list[int]]] = {}
+
+
+def _session_key(directory: Path, dtype: torch.dtype) -> tuple:
+    files = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in _safetensors_files(directory))
+    return str(directory.resolve()), str(dtype), files
+
+
+def _room_to_keep(state: dict[str, torch.Tensor]) -> bool:
+    """Keep a CPU copy only while as much RAM again is still free (Colab has 12 GB, the weights take 6)."""
+    if not any(t.device.type == "cpu" for t in state.values()):
+        return True
+    try:
+        import psutil
+    except ImportError:
+        return True
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    return psutil.virtual_memory().available > size
+
+
+def session_language_state_dict(directory: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """`read_language_state_dict`, read once per process: the 6.7 GB file is not re-read by a second notebook
+    stage (evaluate after train) or a second `build_decoder` in the same kernel.
+
+    Models built from it share these tensors (no second copy). If any was changed in place since it was
+    read (an optimizer step bumps a tensor's version counter; `decoder.train_mode=full` does that), the
+    file is read again, so a fresh model never starts from trained weights. One checkpoint is kept at a
+    time; `clear_session_weights()` frees it.
+    """
+    key = _session_key(directory, dtype)
+    held = _SESSION_WEIGHTS.get(key)
+    if held is not None and [t._version for t in held[0].values()] == held[1]:
+        logger.info("reusing the DeepSeek-VL2 language weights read earlier in this process from %s", directory)
+        return held[0]
+    _SESSION_WEIGHTS.clear()
+    state = read_language_state_dict(directory, dtype)
+    if _room_to_keep(state):
+        _SESSION_WEIGHTS[key] = (state, [t._version for t in state.values()])
+    return state
+
+
+def clear_session_weights() -> None:
+    """Drop the language weights kept by `session_language_state_dict` (frees their memory once no model uses them)."""
+    _SESSION_WEIGHTS.clear()
+
+
+def load_deepseek_vl2_language_model(directory: str | Path, dtype: torch.dtype = torch.float32,
+                                     reuse: bool = True) -> DeepseekCausalLM:
     """Build `DeepseekCausalLM` from a local DeepSeek-VL2 checkpoint directory and load its language weights.
 
     The model is built on the meta device and the weights assigned, so only one copy is ever in memory.
+    Only the `language.*` tensors are read from the safetensors files (lazily, by `safe_open`); with
+    `reuse` they are read once per process (`session_language_state_dict`).
     """
     directory = Path(directory)
     config_file = directory / "config.json"
@@ -196,7 +302,7 @@ def load_deepseek_vl2_language_model(directory: str | Path, dtype: torch.dtype =
     text_config = text_config_from_vl2(json.loads(config_file.read_text()))
     with torch.device("meta"):
         model = DeepseekCausalLM(text_config)
-    state = read_language_state_dict(directory, dtype)
+    state = session_language_state_dict(directory, dtype) if reuse else read_language_state_dict(directory, dtype)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

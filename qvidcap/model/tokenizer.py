@@ -21,8 +21,15 @@ logger = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
 
+ROUND_TRIP_SENTENCE = "A man, in a red coat, walks his dog."
+
+
 class TokenizerError(RuntimeError):
     """A tokenizer that cannot be built or loaded."""
+
+
+class TokenizerRoundTripError(TokenizerError):
+    """A loaded tokenizer whose decode does not give back the text it encoded (lost spaces, stray byte marks)."""
 
 
 def build_word_tokenizer(captions: Iterable[str], min_count: int = 1) -> PreTrainedTokenizerFast:
@@ -84,7 +91,32 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
         raise TokenizerError(f"the tokenizer at {str(path)!r} has no EOS token; captions need one to stop")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # pad positions are masked out of the loss anyway
+    check_round_trip(tokenizer, path)
     return tokenizer
+
+
+def check_round_trip(tokenizer: PreTrainedTokenizerBase, source: str | Path = "") -> None:
+    """Raise `TokenizerRoundTripError` unless decode(encode(s)) == s on a sentence with spaces and punctuation.
+
+    Some transformers versions load a byte-level BPE labelled `LlamaTokenizerFast` (DeepSeek-VL2's) with
+    Llama's SentencePiece decoder, which drops the spaces or keeps the byte marks: every caption would
+    come out garbled. Our own word-level tokenizers lowercase by design and are skipped.
+    """
+    import transformers
+    from tokenizers import models
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and isinstance(backend.model, models.WordLevel):
+        return
+    ids = tokenizer(ROUND_TRIP_SENTENCE, add_special_tokens=False)["input_ids"]
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    if decoded != ROUND_TRIP_SENTENCE:
+        raise TokenizerRoundTripError(
+            f"the tokenizer at {str(source)!r} ({type(tokenizer).__name__}, transformers "
+            f"{transformers.__version__}) does not round-trip text: {ROUND_TRIP_SENTENCE!r} came back as "
+            f"{decoded!r}; upgrade transformers (pip install -U 'transformers>=5.24'), or set "
+            f"\"tokenizer_class\": \"PreTrainedTokenizerFast\" in that tokenizer_config.json so its own "
+            "tokenizer.json decoder is used")
 
 
 def caption_start_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -80,12 +80,21 @@ def real_size_config(profile: str = "kaggle", overrides: dict | None = None) -> 
     return apply_overrides(random_backbones(load_config(profile)), {"features.dtype": "float32", **(overrides or {})})
 
 
-def tiny_text_config(num_layers: int | None = None):
+# a miniature of the same architecture (dense layer 0, MoE after, shared experts) for CPU checks of the
+# code that runs at real size on a GPU (qvidcap.planning.gpu_check without a GPU)
+MINIATURE_LANGUAGE = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+                      "num_attention_heads": 4, "num_key_value_heads": 4, "n_routed_experts": 8,
+                      "n_shared_experts": 1, "num_experts_per_tok": 2}
+
+
+def tiny_text_config(num_layers: int | None = None, overrides: dict | None = None):
     """DeepSeek-VL2-tiny's `DeepseekOcr2TextConfig`, through the loader's own `text_config_from_vl2`;
-    `num_layers` keeps the first layers only (layer 0 dense, the rest MoE, as in the real model)."""
+    `num_layers` keeps the first layers only (layer 0 dense, the rest MoE, as in the real model);
+    `overrides` replaces `language_config` values (e.g. `MINIATURE_LANGUAGE`)."""
     from qvidcap.model.deepseek_vl2 import text_config_from_vl2
 
     vl2 = copy.deepcopy(DEEPSEEK_VL2_TINY)
+    vl2["language_config"].update(overrides or {})
     if num_layers is not None:
         if num_layers < 1:
             raise ValueError(f"num_layers is {num_layers!r}; expected at least 1 (layer 0 is the dense one)")
@@ -103,16 +112,17 @@ def decoder_parameter_count(num_layers: int | None = None) -> int:
 
 
 def build_real_size_decoder(num_layers: int, dtype: torch.dtype = torch.float32, train_mode: str = "frozen",
-                            seed: int = 0):
+                            seed: int = 0, language: dict | None = None):
     """The tiny model's language model with random weights and `num_layers` layers, routers kept in
-    float32 as the checkpoint loader keeps them, prepared for `train_mode` like `build_decoder` does."""
+    float32 as the checkpoint loader keeps them, prepared for `train_mode` like `build_decoder` does.
+    `language` overrides the language config (`MINIATURE_LANGUAGE` for CPU checks)."""
     from qvidcap.config import DecoderConfig
     from qvidcap.model.decoder import prepare_for_training
     from qvidcap.model.deepseek_vl2 import DeepseekCausalLM
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DeepseekCausalLM(tiny_text_config(num_layers))
+        model = DeepseekCausalLM(tiny_text_config(num_layers, language))
     model = model.to(dtype)
     for name, param in model.named_parameters():
         if name.endswith("mlp.gate.weight"):
@@ -120,8 +130,18 @@ def build_real_size_decoder(num_layers: int, dtype: torch.dtype = torch.float32,
     return prepare_for_training(model, DecoderConfig(train_mode=train_mode))
 
 
+def set_experts(decoder, implementation: str) -> str:
+    """Switch a DeepSeek decoder's MoE experts ("eager" per-expert loop, "grouped_mm"); '' when it took,
+    else why not (the reason is a result for the planning tools, not an error)."""
+    try:
+        decoder.set_experts_implementation(implementation)
+        return ""
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}"
+
+
 def build_real_size_captioner(config: StudyConfig, tokenizer, decoder_layers: int = 2,
-                              dtype: torch.dtype = torch.float32):
+                              dtype: torch.dtype = torch.float32, language: dict | None = None):
     """QVidCap with the profile's heads (widths linked to the real backbones) and the real-size decoder.
 
     `build_captioner` cannot do this: `decoder.kind="deepseek_vl2"` needs the checkpoint on disk, so
@@ -130,7 +150,7 @@ def build_real_size_captioner(config: StudyConfig, tokenizer, decoder_layers: in
     from qvidcap.model import QVidCap, link_widths
 
     linked = link_widths(config, REAL_FEATURE_DIMS, SENTENCE_EMBED_DIM)
-    decoder = build_real_size_decoder(decoder_layers, dtype, config.decoder.train_mode)
+    decoder = build_real_size_decoder(decoder_layers, dtype, config.decoder.train_mode, language=language)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         return QVidCap(linked, decoder, tokenizer)

@@ -15,8 +15,12 @@ from qvidcap.config import StudyConfig
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: qvidcap/runtime/env.py -> the folder above qvidcap/
-KAGGLE_INPUT = Path("/kaggle/input")
-KAGGLE_WORKING = Path("/kaggle/working")
+# Colab's disk; QVIDCAP_COLAB_CONTENT moves it, so tests can fake a Colab runtime in a temporary folder
+COLAB_CONTENT = Path(os.environ.get("QVIDCAP_COLAB_CONTENT", "/content"))
+# Kaggle's disk; QVIDCAP_KAGGLE_ROOT moves it (tests fake a Kaggle runtime, with either input layout)
+KAGGLE_ROOT = Path(os.environ.get("QVIDCAP_KAGGLE_ROOT", "/kaggle"))
+KAGGLE_INPUT = KAGGLE_ROOT / "input"
+KAGGLE_WORKING = KAGGLE_ROOT / "working"
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,8 @@ def detect_environment(config: StudyConfig | None = None) -> Environment:
     if kind == "kaggle":
         base, input_dir = KAGGLE_WORKING, KAGGLE_INPUT
     elif kind == "colab":
-        drive = Path("/content/drive/MyDrive")
-        base, input_dir = (drive / "qvidcap" if drive.is_dir() else Path("/content/qvidcap")), None
+        drive = COLAB_CONTENT / "drive" / "MyDrive"
+        base, input_dir = (drive / "qvidcap" if drive.is_dir() else COLAB_CONTENT / "qvidcap"), None
     else:
         base, input_dir = REPO_ROOT, None
     data_dir = Path(config.paths.data_dir) if config.paths.data_dir else base / "data"
@@ -71,7 +75,10 @@ def detect_environment(config: StudyConfig | None = None) -> Environment:
     return Environment(kind, device, num_gpus, gpu_name, data_dir, output_dir, input_dir)
 
 
-def supports_bf16() -> bool:
+def supports_bf16(device: str = "cuda") -> bool:
+    """Native bf16 on `device` (compute capability >= 8.0); a T4's emulated bf16 does not count."""
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    from qvidcap.runtime.precision import half_dtype
+
+    return half_dtype(device) == torch.bfloat16

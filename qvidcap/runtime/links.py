@@ -26,6 +26,24 @@ def install_spec() -> str:
     return f"qvidcap @ git+https://github.com/{GITHUB_REPO}@{BRANCH}"
 
 
+def bootstrap_cell_source(remember: bool = False) -> str:
+    """The first code cell of every notebook (after its parameters), made from `install_spec` so the
+    repository is named in one place: install the kit when it is missing (a local checkout, `kit_source`,
+    or GitHub; never torch), then `qvidcap.runtime.bootstrap.bootstrap`."""
+    call = "bootstrap(profile, overrides, mount_drive=mount_drive" + (", remember=True)" if remember else ")")
+    return "\n".join([
+        "import importlib, importlib.util, os, subprocess, sys",
+        'if importlib.util.find_spec("qvidcap") is None:  # a fresh Colab/Kaggle runtime: install the kit, never torch',
+        f'    source = kit_source or (".." if os.path.isfile("../pyproject.toml") else "{install_spec()}")',
+        '    if subprocess.run([sys.executable, "-m", "pip", "install", "-q", source]).returncode != 0:',
+        '        raise RuntimeError(f"could not install the kit from {source!r}: turn on the internet, or set kit_source "',
+        '                           "to a checkout, wheel or zip of it")',
+        "    importlib.invalidate_caches()",
+        "from qvidcap.runtime.bootstrap import bootstrap",
+        f"cfg, env = {call}",
+    ])
+
+
 def write_badges(notebook_dir: str = "notebooks") -> list[str]:
     """Put (or refresh) the badges line at the top of each notebook's first markdown cell."""
     from pathlib import Path

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from qvidcap.config import StudyConfig
-from qvidcap.video import SampledClip, VideoDecodeError
+from qvidcap.video import SampledClip, VideoDecodeError, apply_decode_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +258,7 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
     except (CheckpointError, OSError) as e:
         print(f"qvidcap caption: {e}", file=sys.stderr)
         return 2
+    apply_decode_bounds(pipeline.config.sampling, config.sampling)  # --set sampling.max_*; sizes stay the checkpoint's
     results: list[dict] = []
     failures = 0
     for path in args.videos:

@@ -114,6 +114,30 @@ class ConsensusCider:
 
     def score(self, candidate: str) -> np.ndarray:
         """CIDEr-D (pycocoevalcap's scale, not ×100) of `candidate` against every clip of the pool: (num_clips,)."""
+        per_ref = self._per_reference(candidate, slice(None))  # (R,)
+        per_clip = np.bincount(self.ref_clip, weights=per_ref, minlength=len(self.video_ids))
+        return per_clip / self.refs_per_clip * 10.0
+
+    def score_pairs(self, candidates: list[str], video_ids: list[str]) -> np.ndarray:
+        """CIDEr-D ×100 of each candidate against its own clip's references, with the pool's document
+        frequencies: the reward of self-critical training, where the pool is the training references. (B,)"""
+        if len(candidates) != len(video_ids):
+            raise ValueError(f"{len(candidates)} candidates for {len(video_ids)} clips; expected one clip per candidate")
+        if not hasattr(self, "_clip_rows"):
+            ends = np.cumsum(self.refs_per_clip.astype(int))
+            self._clip_index = {v: i for i, v in enumerate(self.video_ids)}
+            self._clip_rows = [slice(int(e - c), int(e)) for e, c in zip(ends, self.refs_per_clip.astype(int))]
+            self._ref_rows = self.ref_weights.tocsr()  # row slices of one clip's references
+        scores = np.empty(len(candidates))
+        for b, (candidate, video_id) in enumerate(zip(candidates, video_ids)):
+            if video_id not in self._clip_index:
+                raise ScoringError(f"clip {video_id!r} is not in the reference pool of this scorer")
+            rows = self._clip_rows[self._clip_index[video_id]]
+            scores[b] = self._per_reference(candidate, rows).mean() * 10.0
+        return scores * 100.0
+
+    def _per_reference(self, candidate: str, rows: slice) -> np.ndarray:
+        """pycocoevalcap's per-reference CIDEr-D term (mean over n-gram orders, length penalty) for `rows`."""
         counts = _ngram_counts(candidate, self.n)
         known = [(self.column[g], tf) for g, tf in counts.items() if g in self.column]
         hyp_norm = np.zeros(self.n)
@@ -122,20 +146,20 @@ class ConsensusCider:
             hyp_norm[len(gram) - 1] += (tf * (self.idf[j] if j is not None else self.log_num_clips)) ** 2
         hyp_norm = np.sqrt(hyp_norm)
         hyp_length = sum(tf for g, tf in counts.items() if len(g) == 2)
-        overlap = np.zeros((len(self.ref_length), self.n))  # (R, n)
+        ref_norm, ref_length = self.ref_norm[rows], self.ref_length[rows]  # (R, n), (R,)
+        overlap = np.zeros((len(ref_length), self.n))  # (R, n)
         if known:
             cols = np.array([j for j, _ in known])
             hyp = np.array([tf for _, tf in known]) * self.idf[cols]  # (k,)
-            ref = self.ref_weights[:, cols].toarray()  # (R, k)
+            weights = self.ref_weights if rows == slice(None) else self._ref_rows[rows]
+            ref = weights[:, cols].toarray()  # (R, k)
             clipped = np.minimum(hyp[None, :], ref) * ref  # (R, k)
             for order in range(self.n):
                 overlap[:, order] = clipped[:, self.gram_order[cols] == order].sum(axis=1)
-        denominator = hyp_norm[None, :] * self.ref_norm  # (R, n)
+        denominator = hyp_norm[None, :] * ref_norm  # (R, n)
         similarity = np.where(denominator != 0, overlap / np.where(denominator != 0, denominator, 1.0), overlap)
-        penalty = np.exp(-((hyp_length - self.ref_length) ** 2) / (2 * self.sigma**2))  # (R,)
-        per_ref = similarity.mean(axis=1) * penalty  # (R,)
-        per_clip = np.bincount(self.ref_clip, weights=per_ref, minlength=len(self.video_ids))
-        return per_clip / self.refs_per_clip * 10.0
+        penalty = np.exp(-((hyp_length - ref_length) ** 2) / (2 * self.sigma**2))  # (R,)
+        return similarity.mean(axis=1) * penalty  # (R,)
 
 
 def _ngram_counts(sentence: str, n: int) -> dict[tuple[str, ...], int]:

@@ -2,7 +2,9 @@
 
 Nothing is computed per sample beyond indexing: features are read from the store once and kept in
 memory, text targets come from `qvidcap.training.text_targets`. The order of an epoch is a permutation drawn
-from (seed, epoch), so a resumed run can replay exactly the batches it had not yet seen.
+from (seed, epoch), so a resumed run can replay exactly the batches it had not yet seen. With
+`train.captions_per_epoch = k`, an epoch takes only k captions of each clip, the next k of a fixed
+seeded shuffle of the clip's captions each epoch, so ten captions are all seen once in 10/k epochs.
 """
 from __future__ import annotations
 
@@ -60,6 +62,20 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def clip_groups(self) -> list[list[int]]:
+        """The sample indices of each clip, clips in order of first appearance."""
+        groups: dict[str, list[int]] = {}
+        for index, (video_id, _) in enumerate(self.samples):
+            groups.setdefault(video_id, []).append(index)
+        return list(groups.values())
+
+    def epoch_size(self, captions_per_epoch: int = 0) -> int:
+        """Samples in one epoch: all, or at most `captions_per_epoch` of each clip."""
+        if captions_per_epoch <= 0:
+            return len(self.samples)
+        return sum(min(captions_per_epoch, len(group)) for group in self.clip_groups)
+
     def __getitem__(self, index: int) -> CaptionSample:
         video_id, caption = self.samples[index]
         return CaptionSample(self.features[video_id], caption, self.text_targets.get(caption))
@@ -105,11 +121,33 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_samples, generator=generator).tolist()
 
 
-class EpochSampler(Sampler[int]):
-    """Yields `epoch_order(...)` from position `start` on: a resumed run skips what it already trained on."""
+def epoch_captions(groups: list[list[int]], seed: int, epoch: int, per_clip: int) -> list[int]:
+    """The samples one epoch trains on, in order: `per_clip` of each clip's group, shuffled (seed, epoch).
 
-    def __init__(self, num_samples: int, seed: int, epoch: int, start: int = 0):
-        self.order = epoch_order(num_samples, seed, epoch)[start:]
+    Each group is shuffled once by `seed`; epoch e takes its items e·k … e·k + k − 1 (wrapping round),
+    so consecutive epochs see different captions and every caption comes round before one repeats.
+    """
+    shuffles = torch.Generator().manual_seed(seed)
+    chosen = []
+    for group in groups:
+        order = torch.randperm(len(group), generator=shuffles).tolist()
+        chosen += [group[order[(epoch * per_clip + j) % len(group)]] for j in range(min(per_clip, len(group)))]
+    return [chosen[i] for i in epoch_order(len(chosen), seed, epoch)]
+
+
+class EpochSampler(Sampler[int]):
+    """Yields the epoch's order from position `start` on: a resumed run skips what it already trained on.
+
+    `groups` (a dataset's `clip_groups`) and `per_clip > 0` limit the epoch to `per_clip` captions per clip
+    (`epoch_captions`); otherwise every sample, in `epoch_order`.
+    """
+
+    def __init__(self, num_samples: int, seed: int, epoch: int, start: int = 0,
+                 groups: list[list[int]] | None = None, per_clip: int = 0):
+        if per_clip > 0 and groups is not None:
+            self.order = epoch_captions(groups, seed, epoch, per_clip)[start:]
+        else:
+            self.order = epoch_order(num_samples, seed, epoch)[start:]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order)

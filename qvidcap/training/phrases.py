@@ -54,10 +54,14 @@ def resolve_pos_backend(pos_model: str) -> str:
 class PhraseSplitter:
     """Callable over many captions at once: `splitter(captions) -> list[Phrases]`."""
 
-    def __init__(self, pos_model: str = "auto", max_phrases: int = 8):
-        self.backend = resolve_pos_backend(pos_model)
+    def __init__(self, pos_model: str = "auto", max_phrases: int = 8, nlp=None):
+        """`nlp`: an already loaded spaCy pipeline (e.g. `spacy.load("/path/to/en_core_web_sm")`), used as given."""
+        self.backend = resolve_pos_backend(pos_model) if nlp is None else pos_model
         self.max_phrases = max_phrases
-        self._nlp = None if self.backend == "rules" else _load_spacy(self.backend)
+        if nlp is not None:
+            self._nlp = nlp
+        else:
+            self._nlp = None if self.backend == "rules" else _load_spacy(self.backend)
 
     def __call__(self, captions: Iterable[str]) -> list[Phrases]:
         captions = list(captions)

@@ -7,12 +7,16 @@ Each optimizer step logs its losses to `<output>/checkpoints/<run_name>/log.json
 with a validation loss, a quick CIDEr on `train.eval_clips` validation clips (greedy captions), and a
 checkpoint in `last/` (copied to `best/` when the quick CIDEr is the best so far). `train(...,
 resume=True)` continues from `last/`: same next batches, same losses, as if never stopped (on one
-process; with several, each process's dropout RNG is not restored). A non-finite loss stops the run
-before the step is applied, leaving the last checkpoint as it was.
+process; with several, each process's dropout RNG is not restored); it refuses a `last/` written by a
+different run (`ResumeMismatchError`). A non-finite loss skips its optimizer step; more than
+`train.max_nonfinite_steps` such steps stop the run, leaving the last checkpoint as it was. At the study
+deadline (`QVIDCAP_DEADLINE`) the run saves `last/` after the current step and returns.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -28,12 +32,13 @@ from torch.utils.data import DataLoader
 
 from qvidcap.model.checkpoint import (checkpoint_root, copy_checkpoint, load_trainable_weights, load_training_state,
                                 save_checkpoint, set_rng_state)
-from qvidcap.config import StudyConfig
+from qvidcap.config import ConfigError, StudyConfig
 from qvidcap.training.dataset import CaptionDataset, EpochSampler, collate_samples
-from qvidcap.runtime.env import Environment, supports_bf16
+from qvidcap.runtime.env import Environment
 from qvidcap.features.clip_features import collate_features
 from qvidcap.training.losses import compute_losses
 from qvidcap.model.normalization import attach_feature_stats, compute_feature_stats
+from qvidcap.runtime.deadline import Deadline, record_stop
 from qvidcap.runtime.progress import progress
 from qvidcap.training.text_targets import TextTargets, build_text_targets
 
@@ -43,7 +48,24 @@ LOSS_NAMES = ("loss", "caption", "object", "action", "global")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the step was not applied and no checkpoint was written."""
+    """More than `train.max_nonfinite_steps` steps had a NaN or infinite loss; no checkpoint was written since."""
+
+
+class ResumeMismatchError(ValueError):
+    """`resume` found a `last/` checkpoint written by a run with a different schedule, model or features."""
+
+
+# Settings that may change between a run and its resumption: they change how fast or where it runs, or
+# what is watched, not the weights it ends with. Every other key of these sections must match.
+RESUME_SECTIONS = ("train", "heads", "qformer", "decoder", "features", "sampling", "text")
+RESUME_DATA_KEYS = ("data.source", "data.max_clips_per_split", "data.mini_seed", "data.mini_train_clips")
+HARMLESS_KEYS = frozenset({
+    "train.num_workers", "train.eval_clips", "train.val_clips", "train.save_every_steps", "train.run_name",
+    "train.max_nonfinite_steps", "train.mixed_precision",  # "auto" resolves per machine; a resume may move machines
+    "features.num_workers", "features.batch_clips", "features.detector_batch_frames", "features.shard_clips",
+    "features.delete_videos", "text.batch_size", "decoder.finite_check_steps",
+    "heads.temporal_dim", "heads.object_dim", "heads.context_dim", "heads.text_embed_dim",  # filled from the features
+})
 
 
 @dataclass
@@ -67,19 +89,23 @@ class TrainResult:
     steps: pd.DataFrame  # one row per optimizer step: epoch, step, lr, losses
     history: pd.DataFrame  # one row per epoch: train and validation losses, quick CIDEr, seconds
     step: int
-    stopped: str  # "finished" or "max_steps"
+    stopped: str  # "finished", "max_steps" or "deadline"
     text_backends: dict  # which sentence model and part-of-speech backend made the targets
+    skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss, over the whole run (resumes included)
 
 
 def resolve_mixed_precision(config: StudyConfig, device: str) -> str:
-    """`train.mixed_precision` made concrete: "auto" is bf16 where supported, fp16 on other GPUs, no on CPU."""
+    """`train.mixed_precision` made concrete: "auto" is bf16 on compute capability >= 8.0, fp16 on older GPUs
+    (a T4's bf16 is emulated: slow), no on CPU."""
+    from qvidcap.runtime.precision import mixed_precision
+
     choice = config.train.mixed_precision
     if choice not in {"auto", "no", "fp16", "bf16"}:
         raise ValueError(f"train.mixed_precision={choice!r}; expected auto, no, fp16 or bf16")
     if device == "cpu":
         return "no"
     if choice == "auto":
-        return "bf16" if supports_bf16() else "fp16"
+        return mixed_precision(device)
     return choice
 
 
@@ -92,7 +118,7 @@ def prepare_training_data(config: StudyConfig, env: Environment, tokenizer=None,
 
     train_clips = load_clips(config, env, "train")
     train_records = train_clips.records
-    validation_records = load_clips(config, env, "validation").records
+    validation_records = load_clips(config, env, "validation", missing_ok=True).records
     store_dir = store_root(env, train_clips.source)
     store = FeatureStore(store_dir)
     stored = set(store.video_ids)
@@ -104,12 +130,74 @@ def prepare_training_data(config: StudyConfig, env: Environment, tokenizer=None,
         tokenizer = build_tokenizer(config, [c for r in train_records for c in r.captions])
     captions = [c for r in train_records + validation_records if r.video_id in features for c in r.captions if c.strip()]
     targets = build_text_targets(captions, config, tokenizer, store_dir / "text_targets", device=device)
-    train_set = CaptionDataset(train_records, features, targets, config.train.captions_per_clip)
-    validation_with_features = [r for r in validation_records if r.video_id in features]
-    validation_set = (CaptionDataset(validation_with_features, features, targets, config.train.captions_per_clip)
-                      if validation_with_features else None)
-    references = {r.video_id: [c for c in r.captions if c.strip()] for r in validation_with_features}
-    return TrainingData(train_set, validation_set, references, targets, tokenizer, dict(store.feature_dims), store_dir)
+    without = sum(r.video_id not in features for r in train_records)
+    if without:
+        logger.warning("%d train clips have no stored features and are left out", without)
+    train_records, validation_with_features = hold_out_clips(
+        [r for r in train_records if r.video_id in features], [r for r in validation_records if r.video_id in features],
+        config.train.holdout_clips)
+    return assemble_training_data(config, train_records, validation_with_features, features, targets, tokenizer,
+                                  dict(store.feature_dims), store_dir)
+
+
+def hold_out_clips(train_records: list, validation_records: list, holdout_clips: int = 0) -> tuple[list, list]:
+    """`(train, validation)` records: as given, or with some train clips moved to validation (see `train.holdout_clips`).
+
+    The best checkpoint needs clips the model did not train on. `holdout_clips > 0` holds out that many
+    train clips; 0 holds out 5% of them (at least 1) only when `validation_records` is empty. Which clips
+    is a function of their ids alone (sorted by hash), so every run and every process picks the same.
+    """
+    count = holdout_clips if holdout_clips > 0 else (0 if validation_records else max(1, round(0.05 * len(train_records))))
+    if count == 0:
+        return train_records, validation_records
+    if count >= len(train_records):
+        raise ValueError(f"train.holdout_clips={holdout_clips} would hold out {count} of the {len(train_records)} train "
+                         "clips with features, leaving none to train on; lower train.holdout_clips")
+    order = sorted(train_records, key=lambda r: hashlib.sha256(r.video_id.encode()).hexdigest())
+    held = {r.video_id for r in order[:count]}
+    reason = (f"train.holdout_clips={holdout_clips}" if holdout_clips > 0 else "the validation split has no clips with features")
+    logger.warning("%s: holding out %d of %d train clips, not trained on, to validate and pick the best checkpoint",
+                   reason, count, len(train_records))
+    return [r for r in train_records if r.video_id not in held], [r for r in train_records if r.video_id in held]
+
+
+def assemble_training_data(config: StudyConfig, train_records: list, validation_records: list, features: dict,
+                           targets: TextTargets, tokenizer, feature_dims: dict[str, int], store_dir: Path) -> TrainingData:
+    """`TrainingData` from records whose clips all have features (validation may be empty)."""
+    k = config.train.captions_per_clip
+    train_set = CaptionDataset(train_records, features, targets, k)
+    validation_set = CaptionDataset(validation_records, features, targets, k) if validation_records else None
+    references = {r.video_id: [c for c in r.captions if c.strip()] for r in validation_records}
+    return TrainingData(train_set, validation_set, references, targets, tokenizer, feature_dims, store_dir)
+
+
+def resume_differences(saved: StudyConfig, config: StudyConfig) -> dict[str, tuple]:
+    """`{key: (saved value, new value)}` for every setting that differs and would change the run's weights."""
+    keys = [f"{section}.{f.name}" for section in RESUME_SECTIONS for f in dataclasses.fields(getattr(config, section))]
+    differences = {}
+    for key in keys + list(RESUME_DATA_KEYS):
+        if key in HARMLESS_KEYS:
+            continue
+        section, name = key.split(".")
+        old, new = getattr(getattr(saved, section), name), getattr(getattr(config, section), name)
+        if old != new:
+            differences[key] = (old, new)
+    return differences
+
+
+def check_resumable(last_dir: Path, config: StudyConfig) -> None:
+    """Raise ResumeMismatchError when `last_dir` was written by a run that differs from `config`'s."""
+    way_out = (f"set train.run_name=<new name> to train this config as a new run, or resume=False (`qvidcap train "
+               f"--fresh`) to start {last_dir.parent.name!r} over")
+    try:
+        saved = StudyConfig.from_json(last_dir / "config.json")
+    except (ConfigError, ValueError, TypeError) as e:
+        raise ResumeMismatchError(f"cannot resume from {last_dir}: its config.json does not load ({e}); {way_out}") from e
+    differences = resume_differences(saved, config)
+    if differences:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differences.items())
+        raise ResumeMismatchError(f"cannot resume from {last_dir}: it was trained with different settings ({listed}); "
+                                  f"{way_out}")
 
 
 def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_steps: int | None = None,
@@ -135,6 +223,9 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
     run_dir = checkpoint_root(config, env.output_dir)
     last_dir, best_dir, log_path = run_dir / "last", run_dir / "best", run_dir / "log.jsonl"
     resuming = resume and (last_dir / "config.json").is_file()
+    if resuming:
+        check_resumable(last_dir, config)
+    deadline = Deadline.from_env()
     set_seed(tc.seed)
 
     # 1. data, tokenizer (the checkpoint's when resuming), text targets
@@ -149,12 +240,14 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
         train_ids = dict.fromkeys(video_id for video_id, _ in data.train.samples)
         attach_feature_stats(model, compute_feature_stats(data.train.features[v] for v in train_ids))
     optimizer = torch.optim.AdamW(_parameter_groups(model, tc.weight_decay), lr=tc.lr)
-    batches_per_epoch = math.ceil(len(data.train) / (tc.batch_size * accelerator.num_processes))
+    epoch_size = data.train.epoch_size(tc.captions_per_epoch)  # samples per epoch
+    groups = data.train.clip_groups if tc.captions_per_epoch > 0 else None
+    batches_per_epoch = math.ceil(epoch_size / (tc.batch_size * accelerator.num_processes))
     steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum_steps)
     total_steps = steps_per_epoch * tc.epochs
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=round(tc.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    state = {"epoch": 0, "step": 0, "position": 0, "best_cider": None, "best_val_loss": None}
+    state = {"epoch": 0, "step": 0, "position": 0, "best_cider": None, "best_val_loss": None, "skipped_steps": 0}
     if resuming:
         saved = load_training_state(last_dir)
         from safetensors.torch import load_file
@@ -193,104 +286,162 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
 
     while state["epoch"] < tc.epochs and stopped == "finished":
         epoch, epoch_start = state["epoch"], time.perf_counter()
-        sampler = EpochSampler(len(data.train), tc.seed, epoch, start=state["position"])
+        sampler = EpochSampler(len(data.train), tc.seed, epoch, start=state["position"],
+                               groups=groups, per_clip=tc.captions_per_epoch)
         loader = accelerator.prepare(DataLoader(data.train, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate,
                                                 num_workers=tc.num_workers, generator=torch.Generator().manual_seed(tc.seed)))
         model.train()
         sums, count, epoch_sums, epoch_count = torch.zeros(len(LOSS_NAMES)), 0, torch.zeros(len(LOSS_NAMES)), 0
+        window_finite = True  # every micro-batch of this optimizer step had a finite loss
         for batch in loader:
             with accelerator.accumulate(model):
                 output = model(**_model_inputs(batch))
                 losses = compute_losses(output, batch, tc)
                 values = accelerator.reduce(torch.stack([losses.total.detach(), losses.caption, losses.object,
                                                          losses.action, losses.global_]).float(), "mean")
-                if not torch.isfinite(values).all():
-                    raise NonFiniteLossError(
-                        f"non-finite loss at epoch {epoch}, step {state['step'] + 1}: "
-                        f"{dict(zip(LOSS_NAMES, values.tolist()))}; the step was not applied and {last_dir} is the "
-                        "last good checkpoint; lower train.lr or use train.mixed_precision=no, then resume")
-                accelerator.backward(losses.total)
-                if accelerator.sync_gradients and tc.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            sums, count = sums + values.cpu(), count + 1
+                finite = bool(torch.isfinite(values).all())  # the same on every process: `values` is reduced
+                window_finite = window_finite and finite
+                accelerator.backward(losses.total)  # even when not finite: every process runs the same collectives
+                if accelerator.sync_gradients:
+                    if window_finite:
+                        if tc.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(trainable, tc.max_grad_norm)
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            if finite:
+                sums, count = sums + values.cpu(), count + 1
             state["position"] += tc.batch_size * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
-            scheduler.step()
-            state["step"] += 1
-            means = dict(zip(LOSS_NAMES, (sums / count).tolist()))
-            epoch_sums, epoch_count = epoch_sums + sums / count, epoch_count + 1
+            applied, window_finite = window_finite, True
+            if applied:
+                scheduler.step()
+                state["step"] += 1
+                means = dict(zip(LOSS_NAMES, (sums / count).tolist()))
+                epoch_sums, epoch_count = epoch_sums + sums / count, epoch_count + 1
+                if accelerator.is_main_process:
+                    _append_log(log_path, {"kind": "step", "epoch": epoch, "step": state["step"],
+                                           "lr": scheduler.get_last_lr()[0], **means,
+                                           "skipped_steps": state["skipped_steps"]})
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
+            else:
+                state["skipped_steps"] += 1
+                logger.warning("non-finite loss at epoch %d after step %d (%s): step skipped, %d skipped so far "
+                               "(train.max_nonfinite_steps=%d)", epoch, state["step"],
+                               {k: round(v, 4) for k, v in zip(LOSS_NAMES, values.tolist())}, state["skipped_steps"],
+                               tc.max_nonfinite_steps)
+                if state["skipped_steps"] > tc.max_nonfinite_steps:
+                    raise NonFiniteLossError(
+                        f"{state['skipped_steps']} optimizer steps had a non-finite loss, more than "
+                        f"train.max_nonfinite_steps={tc.max_nonfinite_steps} (the last at epoch {epoch}, after step "
+                        f"{state['step']}: {dict(zip(LOSS_NAMES, values.tolist()))}); {last_dir} is the last good "
+                        "checkpoint; lower train.lr or use train.mixed_precision=no, then resume")
             sums, count = torch.zeros(len(LOSS_NAMES)), 0
-            if accelerator.is_main_process:
-                _append_log(log_path, {"kind": "step", "epoch": epoch, "step": state["step"],
-                                       "lr": scheduler.get_last_lr()[0], **means})
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
             if max_steps is not None and state["step"] >= max_steps:
                 stopped = "max_steps"
                 break
-            if tc.save_every_steps and state["step"] % tc.save_every_steps == 0:
+            if _any_process(accelerator, deadline.reached()):
+                stopped = "deadline"
+                break
+            if applied and tc.save_every_steps and state["step"] % tc.save_every_steps == 0:
                 checkpoint(epoch_done=False)
-        if stopped == "max_steps" and state["position"] < len(data.train):
+        if stopped != "finished" and state["position"] < epoch_size:  # mid-epoch: resume continues from here
             checkpoint(epoch_done=False)
             break
         # 4. end of epoch: validation loss, quick CIDEr, checkpoints
         state["epoch"], state["position"] = epoch + 1, 0
         metrics = {"kind": "epoch", "epoch": epoch, "step": state["step"],
                    **{f"train_{k}": v for k, v in zip(LOSS_NAMES, (epoch_sums / max(1, epoch_count)).tolist())}}
-        improved = False
+        metrics.update(evaluate_epoch(accelerator.unwrap_model(model), data, config, accelerator.device, collate,
+                                      accelerator))  # every process captions its share of the clips
+        metrics["seconds"] = round(time.perf_counter() - epoch_start, 2)
+        improved = _is_better(metrics, state)  # the same metrics, so the same state, on every process
         if accelerator.is_main_process:
-            metrics.update(evaluate_epoch(accelerator.unwrap_model(model), data, config, accelerator.device, collate))
-            metrics["seconds"] = round(time.perf_counter() - epoch_start, 2)
             _append_log(log_path, metrics)
             logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
-            improved = _is_better(metrics, state)
         checkpoint(epoch_done=True, metrics=metrics)
         if accelerator.is_main_process and improved:
             copy_checkpoint(last_dir, best_dir)
         accelerator.wait_for_everyone()
     bar.close()
+    if stopped == "deadline" and state["epoch"] >= tc.epochs:
+        stopped = "finished"  # the deadline came with the last step
+    if stopped == "deadline" and accelerator.is_main_process:
+        stop = record_stop(env.output_dir, "training",
+                           done=f"{state['epoch']} of {tc.epochs} epochs and {state['step']} of {total_steps} optimizer "
+                                f"steps, saved in {last_dir}",
+                           left=f"{total_steps - state['step']} optimizer steps, to step {total_steps} at the end of "
+                                f"epoch {tc.epochs}")
+        logger.warning(stop.sentence())
+    if state["skipped_steps"]:
+        logger.warning("%d optimizer steps were skipped for a non-finite loss", state["skipped_steps"])
     steps, history = read_log(log_path)
     return TrainResult(run_dir, last_dir, best_dir if (best_dir / "config.json").is_file() else None, steps, history,
                        state["step"], stopped, {"sentence_model": data.text_targets.meta["sentence_model"],
-                                                "pos_backend": data.text_targets.meta["pos_backend"]})
+                                                "pos_backend": data.text_targets.meta["pos_backend"]},
+                       state["skipped_steps"])
 
 
 @torch.no_grad()
-def evaluate_epoch(model, data: TrainingData, config: StudyConfig, device, collate) -> dict[str, float]:
-    """Validation losses over the validation samples and quick CIDEr of greedy captions on `train.eval_clips` clips."""
+def evaluate_epoch(model, data: TrainingData, config: StudyConfig, device, collate, accelerator=None) -> dict[str, float]:
+    """Validation losses over the validation samples (of `train.val_clips` clips) and quick CIDEr of greedy
+    captions on `train.eval_clips` clips.
+
+    With an `accelerator` of several processes, each takes every n-th batch and clip and the sums and
+    captions are gathered, so no process waits in a barrier (NCCL ends a wait after 10 minutes) while
+    one captions everything; every process returns the same metrics.
+    """
     from qvidcap.training.cider import quick_cider
 
     if data.validation is None:
         return {}
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     was_training = model.training
     model.eval()
-    sums, count = torch.zeros(len(LOSS_NAMES)), 0
-    loader = DataLoader(data.validation, batch_size=config.train.batch_size, collate_fn=collate)
+    sums = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64)  # loss sums weighted by samples, then the count
+    indices = validation_samples(data.validation, config.train.val_clips, config.train.seed)
+    size = config.train.batch_size  # whole batches go round the processes: each batch, so each mean, as on one
+    batches = [indices[i: i + size] for i in range(0, len(indices), size)]
+    loader = DataLoader(data.validation, batch_sampler=batches[rank::world], collate_fn=collate)
     for batch in loader:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         losses = compute_losses(model(**_model_inputs(batch)), batch, config.train)
         n = len(batch["captions"])
-        sums += n * torch.tensor([float(losses.total), float(losses.caption), float(losses.object),
-                                  float(losses.action), float(losses.global_)])
-        count += n
-    metrics = {f"val_{k}": v for k, v in zip(LOSS_NAMES, (sums / max(1, count)).tolist())}
+        sums += torch.tensor([n * float(losses.total), n * float(losses.caption), n * float(losses.object),
+                              n * float(losses.action), n * float(losses.global_), n], dtype=torch.float64)
+    if world > 1:
+        sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
+    metrics = {f"val_{k}": v for k, v in zip(LOSS_NAMES, (sums[:-1] / max(1.0, float(sums[-1]))).tolist())}
     video_ids = list(data.validation_references)[: config.train.eval_clips]
     if video_ids:
         predictions = {}
-        for start in range(0, len(video_ids), config.generation.batch_size):
-            chunk = video_ids[start: start + config.generation.batch_size]
+        my_ids = video_ids[rank::world]
+        for start in range(0, len(my_ids), config.generation.batch_size):
+            chunk = my_ids[start: start + config.generation.batch_size]
             clips = collate_features([data.validation.features[v] for v in chunk])
             captions = model.generate(clips["temporal"].to(device), clips["context"].to(device), clips["objects"].to(device),
                                       clips["object_mask"].to(device), num_beams=1,
                                       max_new_tokens=config.generation.max_new_tokens)
             predictions.update(zip(chunk, captions))
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            predictions = {k: v for part in gather_object([predictions]) for k, v in part.items()}
+        predictions = {v: predictions[v] for v in video_ids}  # the same order on every process
         metrics["quick_cider"] = quick_cider(predictions, {v: data.validation_references[v] for v in video_ids})
         metrics["distinct_captions"] = len(set(predictions.values()))
     model.train(was_training)
     return metrics
+
+
+def validation_samples(dataset: CaptionDataset, val_clips: int, seed: int) -> list[int]:
+    """Indices of the samples of `val_clips` validation clips, a fixed draw by `seed` (all when 0 or more than there are)."""
+    groups = dataset.clip_groups
+    if val_clips <= 0 or val_clips >= len(groups):
+        return list(range(len(dataset)))
+    chosen = sorted(torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed))[:val_clips].tolist())
+    return [i for g in chosen for i in groups[g]]
 
 
 def read_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -307,6 +458,13 @@ class _NoBar:
     def update(self, n: int = 1) -> None: ...
     def set_postfix(self, *args, **kwargs) -> None: ...
     def close(self) -> None: ...
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """True on every process when `flag` is true on any (clocks differ by a little; all must stop together)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0)
 
 
 def _model_inputs(batch: dict) -> dict[str, torch.Tensor]:
