@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("qvidcap.data.prepare", "generate the mini dataset or fetch VATEX from Kaggle"),
     "extract": ("qvidcap.features.extract", "extract motion, object and context features into the store"),
     "train": ("qvidcap.training.train", "train the captioner on stored features"),
+    "train-scst": ("qvidcap.training.scst", "fine-tune the best CE checkpoint with self-critical training (CIDEr-D reward)"),
     "evaluate": ("qvidcap.evaluation.evaluate", "caption a split and score it with pycocoevalcap"),
     "caption": ("qvidcap.serving.inference", "caption video files with a trained checkpoint"),
     "serve": ("qvidcap.serving.serve", "serve POST /upload over HTTP"),

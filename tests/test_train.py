@@ -342,3 +342,17 @@ def test_validation_loss_on_a_fixed_subset_of_clips(tmp_path):
     assert len(clips) == 4 and len(picked) == 4 * 3  # every caption of the 4 clips
     assert picked == validation_samples(data.validation, 4, seed=0) and picked != validation_samples(data.validation, 4, 1)
     assert validation_samples(data.validation, 0, 0) == list(range(30)) == validation_samples(data.validation, 99, 0)
+
+
+def test_the_collapse_story_is_read_from_the_history():
+    import pandas as pd
+
+    from qvidcap.training.train import collapse_story
+
+    escaped = pd.DataFrame({"epoch": range(5), "distinct_captions": [1, 1, 1, 12, 20], "quick_cider": [26.0, 43.0, 22.0, 50.0, 61.0]})
+    story = collapse_story(escaped)
+    assert story.startswith("one caption for every clip until epoch 2 (quick CIDEr 22.0 to 43.0")
+    assert "20 distinct captions from epoch 3 on" in story and "(best 61.0)" in story
+    stuck = pd.DataFrame({"epoch": range(3), "distinct_captions": [1, 1, 1], "quick_cider": [26.0, 43.0, 22.0]})
+    assert collapse_story(stuck).startswith("still collapsed after 3 epochs")
+    assert collapse_story(pd.DataFrame({"epoch": [0], "distinct_captions": [9], "quick_cider": [40.0]})).startswith("never collapsed")

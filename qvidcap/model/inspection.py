@@ -57,3 +57,41 @@ def fit_one_batch(model: QVidCap, batch: dict, steps: int = 200, lr: float = 1e-
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def memorisation_verdict(references: list[str], generated: list[str]) -> str:
+    """One sentence on how much of a fitted batch comes back: exact captions, and the share of reference words
+    reproduced in place (a caption can be one word off and still not count as exact)."""
+    def words(text: str) -> list[str]:
+        return text.lower().replace(".", " ").replace(",", " ").split()
+
+    exact = sum(words(r) == words(g) for r, g in zip(references, generated))
+    in_place = [sum(a == b for a, b in zip(words(r), words(g))) / max(1, len(words(r))) for r, g in zip(references, generated)]
+    share = 100 * sum(in_place) / max(1, len(in_place))
+    if exact == len(references):
+        verdict = "the batch is memorised word for word"
+    elif share >= 80:
+        verdict = "the batch is nearly memorised: most captions are right but for a word or two"
+    else:
+        verdict = "the batch is only partly memorised: more fitting steps (fit_steps) would push further"
+    return f"{exact} of {len(references)} captions come back exactly, {share:.0f}% of reference words in place: {verdict}."
+
+
+@torch.no_grad()
+def query_spread(attention: torch.Tensor) -> float:
+    """How differently the queries of one attention map look (rows: queries, columns: tokens): the mean total-
+    variation distance between each query's weights and the queries' average, 0 = all alike, 1 = disjoint."""
+    weights = attention.float()  # (Q, tokens)
+    return float(0.5 * (weights - weights.mean(0, keepdim=True)).abs().sum(-1).mean())
+
+
+def specialisation_verdict(before: torch.Tensor, after: torch.Tensor, name: str = "Q-Former") -> str:
+    """A sentence comparing the queries' spread before and after fitting, for the maps the notebook shows."""
+    b, a = query_spread(before), query_spread(after)
+    if a > max(2 * b, b + 0.05):
+        change = "the queries now read different tokens: they have started to specialise"
+    elif a > b + 0.01:
+        change = "the queries have moved apart a little, not much"
+    else:
+        change = "the queries still read the same tokens: a short fit on the caption loss alone does not separate them"
+    return f"{name} query spread {b:.3f} before fitting, {a:.3f} after: {change}."

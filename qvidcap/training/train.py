@@ -444,6 +444,27 @@ def validation_samples(dataset: CaptionDataset, val_clips: int, seed: int) -> li
     return [i for g in chosen for i in groups[g]]
 
 
+def collapse_story(history: pd.DataFrame) -> str:
+    """What the per-epoch table says about collapse, in one sentence: when (if ever) the greedy captions stopped
+    being one caption for every clip, and where the quick CIDEr went from there."""
+    if history.empty or "distinct_captions" not in history:
+        return "no validation clips were captioned, so collapse cannot be read from this run"
+    distinct = history["distinct_captions"].tolist()
+    cider = history["quick_cider"].round(1).tolist()
+    collapsed = [e for e, d in zip(history["epoch"], distinct) if d <= 1]
+    if not collapsed:
+        return (f"never collapsed: {min(distinct)} to {max(distinct)} distinct captions per epoch; "
+                f"quick CIDEr {cider[0]} -> {cider[-1]} (best {max(cider)})")
+    if distinct[-1] <= 1:
+        return (f"still collapsed after {len(distinct)} epochs: one caption for every clip, quick CIDEr "
+                f"{min(cider)} to {max(cider)} as that caption changed; train longer or check the learning rate")
+    escaped = next(e for e, d in zip(history["epoch"], distinct) if e > collapsed[-1])
+    while_collapsed = [c for c, d in zip(cider, distinct) if d <= 1]
+    return (f"one caption for every clip until epoch {collapsed[-1]} (quick CIDEr {min(while_collapsed)} to "
+            f"{max(while_collapsed)} meanwhile), {distinct[-1]} distinct captions from epoch {escaped} on; "
+            f"quick CIDEr {cider[-1]} at the end (best {max(cider)})")
+
+
 def read_log(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The loss log as two tables: per optimizer step, and per epoch."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()] if Path(path).is_file() else []
