@@ -8,6 +8,15 @@ import pytest
 from tiny_checkpoint import COLOURS, build_tiny_checkpoint, write_clip
 
 
+@pytest.fixture(autouse=True)
+def no_study_deadline(monkeypatch):
+    """Each test starts without a study deadline, and none outlives it: code under test (the study runner,
+    the Kaggle kernel's first cell) exports one into os.environ, where later tests would inherit it."""
+    from qvidcap.runtime.deadline import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, "")  # recorded first, so undone last: the variable is removed after the test
+
+
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> dict[str, Path]:
     """Tiny clips (four moving squares, one long video) and bad files, written once per session."""
