@@ -145,3 +145,15 @@ def _check_demo(base: Path) -> None:
 
 CHECKS = {"00": _check_setup, "01": _check_data, "03": _check_features, "05": _check_training,
           "06": _check_evaluation, "08": _check_demo}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_papermill_reads_every_parameter_line(name):
+    """A comment papermill cannot parse (quotes or `=` in it) prints 'Unable to parse line' into the study log
+    and hides the parameter from `papermill --help-notebook`."""
+    from papermill.translators import PythonTranslator
+
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.startswith("#")]
+    assert [p.name for p in PythonTranslator.inspect(cell)] == assigned
