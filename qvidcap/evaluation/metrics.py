@@ -38,7 +38,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from qvidcap.training.cider import ScoringError, sanitize_caption, simple_tokenize
+from qvidcap.training.cider import ScoringError, sanitize_caption
 
 logger = logging.getLogger(__name__)
 

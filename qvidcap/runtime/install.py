@@ -13,13 +13,11 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from qvidcap.config import StudyConfig
-from qvidcap.runtime.env import Environment
 
 logger = logging.getLogger(__name__)
 

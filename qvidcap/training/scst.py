@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -35,15 +34,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from qvidcap.config import StudyConfig
 from qvidcap.features.clip_features import collate_features
-from qvidcap.model.checkpoint import (copy_checkpoint, find_checkpoint, load_captioner, load_trainable_weights,
-                                      load_training_state, save_checkpoint, set_rng_state)
+from qvidcap.model.checkpoint import (copy_checkpoint, find_checkpoint, load_captioner, load_training_state,
+                                      save_checkpoint, set_rng_state)
 from qvidcap.model.sampling import greedy_captions, sample_captions
 from qvidcap.runtime.deadline import Deadline, record_stop
 from qvidcap.runtime.env import Environment
 from qvidcap.runtime.progress import progress
 from qvidcap.training.cider import ConsensusCider, quick_cider, simple_tokenize
 from qvidcap.training.dataset import EpochSampler
-from qvidcap.training.train import ResumeMismatchError, TrainingData, prepare_training_data, read_log, resolve_mixed_precision
+from qvidcap.training.train import (ResumeMismatchError, TrainingData, append_log, prepare_training_data, read_log,
+                                    resolve_mixed_precision, truncate_log)
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def train_scst(config: StudyConfig, env: Environment, *, init_checkpoint: str | 
         optimizer.load_state_dict(saved_state["optimizer"])
         state.update({k: v for k, v in saved_state["trainer"].items() if k in state})
         if accelerator.is_main_process:
-            _truncate_log(log_path, state["step"], state["epoch"])
+            truncate_log(log_path, state["step"], state["epoch"])
         logger.info("resuming SCST %s at epoch %d, step %d", last_dir, state["epoch"], state["step"])
     else:
         if accelerator.is_main_process:
@@ -201,7 +201,7 @@ def train_scst(config: StudyConfig, env: Environment, *, init_checkpoint: str | 
             log_path.write_text("")
         state["initial"] = validation_metrics(model, data, config, accelerator.device, max_new_tokens, accelerator)
         if accelerator.is_main_process:
-            _append_log(log_path, {"kind": "initial", "checkpoint": str(source), **state["initial"]})
+            append_log(log_path, {"kind": "initial", "checkpoint": str(source), **state["initial"]})
             logger.info("CE checkpoint %s on the validation clips: %s", source, _rounded(state["initial"]))
     accelerator.wait_for_everyone()
     policy, optimizer = accelerator.prepare(model, optimizer)
@@ -231,7 +231,7 @@ def train_scst(config: StudyConfig, env: Environment, *, init_checkpoint: str | 
             state["step"] += 1
             epoch_rows.append(row)
             if accelerator.is_main_process:
-                _append_log(log_path, {"kind": "step", "epoch": epoch, "step": state["step"], **row})
+                append_log(log_path, {"kind": "step", "epoch": epoch, "step": state["step"], **row})
                 bar.update(1)
                 bar.set_postfix({"reward": f"{row['reward']:.1f}", "loss": f"{row['loss']:.3f}"}, refresh=False)
             if max_steps is not None and state["step"] >= max_steps:
@@ -255,7 +255,7 @@ def train_scst(config: StudyConfig, env: Environment, *, init_checkpoint: str | 
         if improved:
             state["best_cider"] = metrics["quick_cider"]
         if accelerator.is_main_process:
-            _append_log(log_path, metrics)
+            append_log(log_path, metrics)
             logger.info("SCST epoch %d: %s", epoch, _rounded(metrics))
         checkpoint(epoch_done=True, metrics=metrics)
         if accelerator.is_main_process and (improved or "quick_cider" not in metrics):
@@ -383,21 +383,6 @@ def _any_process(accelerator, flag: bool) -> bool:
 
 def _rounded(metrics: dict) -> dict:
     return {k: round(v, 3) for k, v in metrics.items() if isinstance(v, float)}
-
-
-def _append_log(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _truncate_log(path: Path, step: int, epoch: int) -> None:
-    """Drop log lines written after the checkpoint being resumed."""
-    if not path.is_file():
-        return
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if r.get("kind") == "initial"
-            or (r.get("step", 0) <= step and not (r.get("kind") == "epoch" and r["epoch"] >= epoch))]
-    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

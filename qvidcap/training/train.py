@@ -257,7 +257,7 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
         scheduler.load_state_dict(saved["scheduler"])
         state.update(saved["trainer"])
         if accelerator.is_main_process:
-            _truncate_log(log_path, state["step"], state["epoch"])
+            truncate_log(log_path, state["step"], state["epoch"])
         logger.info("resuming %s at epoch %d, step %d", last_dir, state["epoch"], state["step"])
     elif accelerator.is_main_process:  # a fresh run: an older run's checkpoints and log under this name go
         for old in (last_dir, best_dir):
@@ -320,7 +320,7 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
                 means = dict(zip(LOSS_NAMES, (sums / count).tolist()))
                 epoch_sums, epoch_count = epoch_sums + sums / count, epoch_count + 1
                 if accelerator.is_main_process:
-                    _append_log(log_path, {"kind": "step", "epoch": epoch, "step": state["step"],
+                    append_log(log_path, {"kind": "step", "epoch": epoch, "step": state["step"],
                                            "lr": scheduler.get_last_lr()[0], **means,
                                            "skipped_steps": state["skipped_steps"]})
                 bar.update(1)
@@ -358,7 +358,7 @@ def train(config: StudyConfig, env: Environment, *, resume: bool = True, max_ste
         metrics["seconds"] = round(time.perf_counter() - epoch_start, 2)
         improved = _is_better(metrics, state)  # the same metrics, so the same state, on every process
         if accelerator.is_main_process:
-            _append_log(log_path, metrics)
+            append_log(log_path, metrics)
             logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
         checkpoint(epoch_done=True, metrics=metrics)
         if accelerator.is_main_process and improved:
@@ -514,17 +514,19 @@ def _is_better(metrics: dict, state: dict) -> bool:
     return False
 
 
-def _append_log(path: Path, row: dict) -> None:
+def append_log(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
-def _truncate_log(path: Path, step: int, epoch: int) -> None:
-    """Drop log lines written after the checkpoint being resumed (a run cut between two saves)."""
+def truncate_log(path: Path, step: int, epoch: int) -> None:
+    """Drop log lines written after the checkpoint being resumed (a run cut between two saves); an "initial"
+    row (the starting point of a second stage, such as SCST's) is always kept."""
     if not path.is_file():
         return
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if r.get("step", 0) <= step and not (r.get("kind") == "epoch" and r["epoch"] >= epoch)]
+    kept = [r for r in rows if r.get("kind") == "initial"
+            or (r.get("step", 0) <= step and not (r.get("kind") == "epoch" and r["epoch"] >= epoch))]
     path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
