@@ -110,6 +110,11 @@ class HeadsConfig:
     object_encoder_layers: int = 2  # transformer layers over [motion, objects, context]
     global_layers: int = 1
     dropout: float = 0.1
+    # ablation switches (qvidcap.evaluation.ablations): a head switched off is not built, its output leaves every
+    # head after it and the Q-Former memory, and its auxiliary loss is not computed (QVidCap's docstring)
+    object_head: bool = True  # False: the ActionHead reads learned constant queries; object and context streams unread
+    action_head: bool = True  # False: no action tokens for the GlobalHead and the Q-Former
+    global_head: bool = True  # False: no global token in the Q-Former memory
     # linked at build time (0 = not yet known)
     temporal_dim: int = 0  # width of the temporal stream (768 for videomae-base)
     object_dim: int = 0  # width of object crop embeddings (512 for CLIP ViT-B/32)
@@ -119,6 +124,7 @@ class HeadsConfig:
 
 @dataclass
 class QFormerConfig:
+    kind: str = "qformer"  # "qformer" (num_layers blocks) or "cross_attention" (the original's one cross-attention layer, nothing else)
     num_queries: int = 8  # learned queries; their outputs become the decoder's prefix (15 in the original)
     num_layers: int = 2
     num_heads: int = 4
@@ -237,6 +243,30 @@ class ServeConfig:
 
 
 @dataclass
+class AblationConfig:
+    """The ablation study of notebook 09 (qvidcap.evaluation.ablations): which variants, which seeds, what schedule.
+
+    The full model is trained once per seed of `seeds`, every other variant once with the first seed, all on
+    the same stored features with this schedule, and scored on the same clips of `split`.
+    """
+
+    variants: tuple[str, ...] = (  # names in qvidcap.evaluation.ablations.VARIANTS; "full" is always run
+        "full", "no_object_head", "no_action_head", "no_global_head", "no_aux_losses", "cross_attention", "fewer_queries")
+    seeds: tuple[int, ...] = (0, 1, 2)  # the full model is trained once per seed; () = train.seed only
+    # the default profile's schedule is sized by time (9 runs in about 2 minutes on 2 cores), not by what learns:
+    # measured, the default model needs about 8 epochs (1,500 steps) to stop giving one caption for every clip
+    epochs: int = 3  # epochs per variant; 0 = train.epochs (the main run's schedule)
+    captions_per_epoch: int = 1  # captions drawn per clip per epoch; 0 = train.captions_per_epoch
+    lr: float = 0.0  # peak learning rate of the variants; 0 = train.lr
+    eval_clips: int = 0  # quick-CIDEr clips captioned after each epoch; 0 = none (the variants are scored once, at the end)
+    val_clips: int = 4  # validation clips whose loss is logged after each epoch (0 = all); picks "best" when eval_clips is 0
+    checkpoint: str = "last"  # which checkpoint of each variant is scored: "last" (the schedule's end) or "best"
+    fewer_queries: int = 2  # Q-Former queries (prefix length) of the "fewer_queries" variant
+    split: str = ""  # split the variants are scored on; "" = eval.split
+    run_prefix: str = "ablation"  # variant runs are train.run_name-<run_prefix>-<variant>-seed<s>
+
+
+@dataclass
 class StudyConfig:
     profile: str = "smoke"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
@@ -253,6 +283,7 @@ class StudyConfig:
     scst: ScstConfig = field(default_factory=ScstConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -316,6 +347,14 @@ _GPU_COMMON: dict[str, Any] = {
     "train.num_workers": 2,
     "train.save_every_steps": 500,
     "train.eval_clips": 200,
+    # notebook 09: one epoch per variant (a tenth of the main run's training), one seed, the heads and LoRA (only
+    # meaningful with a pretrained decoder); the other variants are listed and selectable (notebook parameter)
+    "ablation.variants": ("full", "no_object_head", "no_action_head", "no_global_head", "lora_decoder"),
+    "ablation.seeds": (0,),
+    "ablation.epochs": 1,
+    "ablation.captions_per_epoch": 0,  # train.captions_per_epoch (3)
+    "ablation.val_clips": 100,
+    "ablation.fewer_queries": 4,
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -387,14 +426,19 @@ def _known_keys() -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:
     def bad() -> ConfigError:
-        return ConfigError(f"{key} expects {getattr(kind, '__name__', kind)}, got {value!r} ({type(value).__name__})")
+        expected = (f"comma-separated {typing.get_args(kind)[0].__name__} values" if typing.get_origin(kind) is tuple
+                    else getattr(kind, "__name__", kind))
+        return ConfigError(f"{key} expects {expected}, got {value!r} ({type(value).__name__})")
 
     if typing.get_origin(kind) is tuple:
-        if isinstance(value, str):
-            return tuple(v for v in value.split(",") if v)
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise bad()
+        item = typing.get_args(kind)[0]  # tuple[str, ...] or tuple[int, ...]
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise bad()
+        try:
+            return tuple(_coerce(key, v, item) for v in items)
+        except ConfigError:
+            raise bad() from None
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -29,7 +29,7 @@ def test_the_default_plan_fits_one_session_with_the_stated_margin(profile):
     for stage in STAGES:
         assert any(stage in name for name in stages), stage
     total = budget.total_hours(budget.plan_stages(config, rates, budget.PLATFORMS[profile]))
-    assert total == pytest.approx(sum(h for n, h in stages.items() if not n.startswith("extraction:")))
+    assert total == pytest.approx(sum(h for n, h in stages.items() if not n.startswith(("extraction:", budget.SCST_PREFIX))))
     assert 0 < total <= limit
     assert budget.fits(config, rates, budget.PLATFORMS[profile])
 
@@ -103,3 +103,40 @@ def test_unrecorded_sampling_is_a_clear_error():
     config = apply_overrides(real_size_config("kaggle"), {"sampling.keyframe_size": 512})
     with pytest.raises(ValueError, match="keyframe_size=512.*without --recorded"):
         budget.recorded_measurements(config)
+
+
+def test_self_critical_training_is_listed_but_left_out_of_the_default_total():
+    stages, config, rates = plan("kaggle")
+    assert not config.scst.enabled
+    scst = {name: h for name, h in stages.items() if name.startswith(budget.SCST_PREFIX)}
+    assert len(scst) == 3 and all(h > 0 for h in scst.values())
+    listed = budget.plan_stages(config, rates, budget.PLATFORMS["kaggle"])
+    assert all(s.optional for s in listed if s.name.startswith(budget.SCST_PREFIX))
+    total = budget.total_hours(listed)
+    assert total == pytest.approx(sum(h for n, h in stages.items()
+                                      if not n.startswith(("extraction:", budget.SCST_PREFIX))))
+    on, on_config, on_rates = plan("kaggle", {"scst.enabled": True})
+    on_total = budget.total_hours(budget.plan_stages(on_config, on_rates, budget.PLATFORMS["kaggle"]))
+    assert on_total == pytest.approx(total + budget.scst_hours(config, rates, budget.PLATFORMS["kaggle"]))
+    assert budget.scst_fits(config, rates, budget.PLATFORMS["kaggle"]) == (on_total <= 9.0)
+
+
+def test_self_critical_hours_follow_epochs_samples_and_gpus():
+    steps = lambda s: hours(s, f"{budget.SCST_PREFIX}: ") - hours(s, f"{budget.SCST_PREFIX}: quick") - hours(  # noqa: E731
+        s, f"{budget.SCST_PREFIX}: evaluation")
+    base, _, rates = plan("kaggle", {"scst.epochs": 2})
+    more_epochs, _, _ = plan("kaggle", {"scst.epochs": 4})
+    more_samples, _, more_rates = plan("kaggle", {"scst.epochs": 2, "scst.num_samples": 10})
+    one_gpu, _, _ = plan("kaggle", {"scst.epochs": 2}, platform="colab")
+    assert steps(more_epochs) == pytest.approx(2 * steps(base), rel=1e-3)
+    assert more_rates.scst_step_s > rates.scst_step_s and steps(more_samples) > steps(base)
+    assert steps(one_gpu) > 1.5 * steps(base)
+    assert rates.scst_step_s > rates.train_step_s  # 40 sampled captions, drawn token by token, then a backward
+
+
+def test_markdown_plan_shows_self_critical_training_as_optional():
+    config = real_size_config("kaggle")
+    rates = budget.estimate_rates(budget.recorded_measurements(config), config, budget.PLATFORMS["kaggle"])
+    text = budget.markdown_plan(config, rates, budget.PLATFORMS["kaggle"])
+    assert text.index("**total**") < text.index("*optional:* self-critical training")
+    assert "*total with the optional stage*" in text and "not in the total" in text

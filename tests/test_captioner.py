@@ -260,3 +260,73 @@ def test_a_float16_decoder_with_float32_heads_trains_the_prefix_and_generates():
     assert model.caption_head.parameters().__next__().grad is not None  # gradients reach the prefix through fp16
     captions = model.generate(**features, num_beams=2, max_new_tokens=4)
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+
+
+# ------------------------------------------------------------ ablation switches (see QVidCap's module docstring)
+
+
+def variant(tokenizer, overrides):
+    torch.manual_seed(0)
+    config = link_widths(load_config("smoke", f"{SMALL} {overrides}"), DIMS, 6)
+    return build_captioner(config, tokenizer).eval()
+
+
+def test_without_the_object_head_objects_and_context_are_not_read(built):
+    _, tokenizer = built
+    model = variant(tokenizer, "heads.object_head=false")
+    assert model.object_head is None and model.object_queries is not None
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    enc = model.encode_video(**features)
+    assert enc.object_embeds is None and enc.object_attention is None and enc.action_embeds.shape == (3, 3, 6)
+    assert enc.qformer_attention.shape == (3, 4, 3 + 1)  # action tokens and the global token only
+    other = dict(features, objects=torch.randn_like(features["objects"]) * 5, context=features["context"] - 3.0,
+                 object_mask=torch.ones_like(features["object_mask"]))
+    torch.testing.assert_close(model.encode_video(**other).prefix, enc.prefix)
+    logits = model(**features, input_ids=input_ids, attention_mask=attention_mask).logits
+    torch.testing.assert_close(model(**other, input_ids=input_ids, attention_mask=attention_mask).logits, logits)
+    moved = dict(features, temporal=features["temporal"] + 1.0)
+    assert not torch.allclose(model.encode_video(**moved).prefix, enc.prefix)  # motion still reaches the prefix
+
+
+def test_without_the_action_or_global_head_the_memory_shrinks(built):
+    _, tokenizer = built
+    features, input_ids, attention_mask = batch_of(tokenizer)
+    no_action = variant(tokenizer, "heads.action_head=false")
+    enc = no_action.encode_video(**features)
+    assert no_action.action_head is None and enc.action_embeds is None and enc.interaction is None
+    assert enc.qformer_attention.shape == (3, 4, 3 + 1) and enc.global_embed.shape == (3, 6)
+    no_global = variant(tokenizer, "heads.global_head=false")
+    enc = no_global.encode_video(**features)
+    assert no_global.global_head is None and enc.global_embed is None
+    assert enc.qformer_attention.shape == (3, 4, 3 + 3)
+    out = no_global(**features, input_ids=input_ids, attention_mask=attention_mask)
+    assert out.global_embed is None and out.object_embeds.shape == (3, 3, 6)
+    assert "global_head" not in no_global.parameter_table().index
+    with pytest.raises(ValueError, match="keep at least one head"):
+        variant(tokenizer, "heads.object_head=false heads.action_head=false heads.global_head=false")
+
+
+def test_the_cross_attention_kind_and_fewer_queries_change_the_prefix(built):
+    from qvidcap.model.qformer import CrossAttentionReader
+
+    _, tokenizer = built
+    features, _, _ = batch_of(tokenizer)
+    reader = variant(tokenizer, "qformer.kind=cross_attention")
+    assert isinstance(reader.qformer, CrossAttentionReader)
+    assert reader.encode_video(**features).prefix.shape == (3, 4, 32)
+    assert variant(tokenizer, "qformer.num_queries=2").encode_video(**features).prefix.shape == (3, 2, 32)
+
+
+@pytest.mark.parametrize("overrides", ["heads.object_head=false", "heads.action_head=false",
+                                       "heads.global_head=false", "qformer.kind=cross_attention"])
+def test_a_variant_round_trips_through_a_checkpoint(built, tmp_path, overrides):
+    from qvidcap.model.checkpoint import load_captioner, save_checkpoint
+
+    _, tokenizer = built
+    model = variant(tokenizer, overrides)
+    save_checkpoint(tmp_path / "ckpt", model, model.config, tokenizer)
+    loaded, config, _ = load_captioner(tmp_path / "ckpt")
+    assert (config.heads, config.qformer) == (model.config.heads, model.config.qformer)
+    assert set(loaded.state_dict()) == set(model.state_dict())
+    features, _, _ = batch_of(tokenizer)
+    torch.testing.assert_close(loaded.encode_video(**features).prefix, model.encode_video(**features).prefix)

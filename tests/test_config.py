@@ -87,3 +87,22 @@ def test_json_round_trip(tmp_path):
     data["train"]["no_such_field"] = 1
     with pytest.raises(ConfigError, match="train.no_such_field"):
         StudyConfig.from_dict(data)
+
+
+def test_tuple_of_int_values_are_coerced_and_round_trip():
+    config = load_config("smoke", "ablation.seeds=3,4,5 ablation.variants=full,no_object_head")
+    assert config.ablation.seeds == (3, 4, 5) and config.ablation.variants == ("full", "no_object_head")
+    assert load_config("smoke", {"ablation.seeds": [1, "2"]}).ablation.seeds == (1, 2)
+    assert StudyConfig.from_dict(json.loads(config.to_json())).ablation.seeds == (3, 4, 5)
+    with pytest.raises(ConfigError, match=r"ablation\.seeds expects comma-separated int values"):
+        load_config("smoke", "ablation.seeds=1,two")
+    with pytest.raises(ConfigError, match="comma-separated str"):
+        load_config("smoke", {"data.kaggle_datasets": [1, 2]})
+
+
+def test_the_ablation_switches_default_to_the_full_model():
+    config = load_config()
+    assert (config.heads.object_head, config.heads.action_head, config.heads.global_head) == (True, True, True)
+    assert config.qformer.kind == "qformer" and "full" in config.ablation.variants
+    assert "lora_decoder" in load_config("kaggle").ablation.variants
+    assert "lora_decoder" not in config.ablation.variants

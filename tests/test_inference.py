@@ -137,3 +137,33 @@ def test_cli_refuses_a_window_that_is_not_positive(checkpoint, media, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["caption", str(media["long"]), "--checkpoint", str(checkpoint), "--window", "0"])
     assert exit_info.value.code == 2 and "positive number of seconds" in capsys.readouterr().err
+
+
+def test_trained_on_says_which_data_the_checkpoint_knows_and_what_that_means():
+    from qvidcap.config import load_config
+    from qvidcap.serving.inference import trained_on
+
+    mini = trained_on(load_config("smoke", {"data.mini_train_clips": 123}))
+    assert (mini.dataset, mini.train_clips) == ("mini", 123)
+    assert "mini dataset (123 generated clips" in mini.sentence() and "coloured shapes" in mini.sentence()
+    capped = trained_on(load_config("smoke", {"data.max_clips_per_split": 50}))
+    assert capped.train_clips == 50
+    colab = trained_on(load_config("colab"))
+    assert (colab.dataset, colab.train_clips, colab.may_be_mini) == ("vatex", 6000, False)
+    assert "trained on VATEX (at most 6,000 training clips" in colab.sentence() and "shapes" not in colab.sentence()
+    kaggle = trained_on(load_config("kaggle")).to_dict()
+    assert kaggle["train_clips"] is None and "up to 25,991 clips" in kaggle["note"]
+    fallback = trained_on(load_config("smoke", {"data.source": "vatex"}))
+    assert fallback.may_be_mini and "fallback to the mini dataset" in fallback.sentence()
+
+
+def test_cli_says_once_on_stderr_which_data_the_checkpoint_was_trained_on(checkpoint, media, capsys):
+    from qvidcap.cli import main
+    from qvidcap.config import StudyConfig
+    from qvidcap.serving.inference import trained_on
+
+    expected = trained_on(StudyConfig.from_json(checkpoint / "config.json")).sentence()
+    assert main(["caption", "--device", "cpu", str(media["clip0"]), str(media["clip1"]), "--checkpoint", str(checkpoint)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("trained on") == 1 and expected in err
+    assert out.splitlines() == [f"{media['clip0']}\t{CAPTIONS[0]}", f"{media['clip1']}\t{CAPTIONS[1]}"]

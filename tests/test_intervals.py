@@ -83,3 +83,21 @@ def test_report_intervals_for_metrics_json_are_serialisable_and_paired_against_t
     assert set(out["intervals"]) == {"trained", "blind"} and set(out["intervals"]["trained"]) == {"CIDEr", "ROUGE-L"}
     test = out["paired_tests"]["trained - blind"]
     assert test["difference"] > 0 and test["p_value"] < 0.01 and "detectable difference" in test["sentence"]
+
+
+def test_the_scst_checkpoint_is_tested_as_a_gain_over_the_trained_model():
+    from types import SimpleNamespace
+
+    from qvidcap.evaluation.intervals import report_intervals
+
+    ids = [f"c{i}" for i in range(30)]
+    base = np.random.default_rng(5).uniform(20, 80, 30)
+
+    def system(values):
+        per_clip = pd.DataFrame({"CIDEr": values}, index=ids)
+        return SimpleNamespace(per_clip=per_clip, corpus={"CIDEr": float(values.mean())})
+
+    out = report_intervals({"trained": system(base), "blind": system(base - 30), "scst": system(base + 10)}, resamples=500)
+    assert set(out["paired_tests"]) == {"trained - blind", "scst - trained"}
+    gain = out["paired_tests"]["scst - trained"]
+    assert gain["difference"] == pytest.approx(10.0) and gain["low"] > 0 and gain["sentence"].startswith("scst − trained")

@@ -61,7 +61,7 @@ def test_the_kernel_runs_extraction_and_training_on_two_processes_under_a_deadli
     assert [("extract" in c, "train" in c) for c in launches] == [(True, False), (False, True)]
     assert all("-m qvidcap.cli" in c and "--profile kaggle" in c for c in launches)
     studies = [c for c in cells if "qvidcap.runtime.study" in c]
-    assert ["--from 00 --to 02" in studies[0], "--from 03 --to 08" in studies[1]] == [True, True]
+    assert ["--from 00 --to 02" in studies[0], "--from 03 --to 09" in studies[1]] == [True, True]
     assert cells.index(studies[0]) < cells.index(launches[0]) < cells.index(launches[1]) < cells.index(studies[1])
     assert all("--deadline-hours {DEADLINE_HOURS} --started-at {SESSION_START}" in c for c in studies)
     assert cells[0].index("SESSION_START") < cells[0].index("DEADLINE_HOURS = 11.25")  # the first cell notes the start

@@ -81,3 +81,36 @@ def test_compute_losses_weights_the_components():
     assert losses.total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert losses.global_.item() == pytest.approx(global_cosine_loss(output.global_embed, batch["global_target"]).item())
     assert set(losses.as_dict()) == {"loss", "caption", "object", "action", "global"}
+
+
+def _output_and_batch(**missing):
+    torch.manual_seed(0)
+    embeds = {"object_embeds": torch.randn(2, 3, 4, requires_grad=True), "action_embeds": torch.randn(2, 3, 4, requires_grad=True),
+              "global_embed": torch.randn(2, 4, requires_grad=True)}
+    embeds.update(missing)
+    output = CaptionerOutput(caption_loss=torch.tensor(2.0, requires_grad=True), logits=torch.zeros(1), **embeds)
+    batch = {"object_targets": torch.randn(2, 2, 4), "object_target_mask": torch.ones(2, 2, dtype=torch.long),
+             "action_targets": torch.randn(2, 1, 4), "action_target_mask": torch.ones(2, 1, dtype=torch.long),
+             "global_target": torch.randn(2, 4)}
+    return output, batch
+
+
+@pytest.mark.parametrize("head", ["object_embeds", "action_embeds", "global_embed"])
+def test_a_head_switched_off_has_no_loss_in_the_total(head):
+    output, batch = _output_and_batch(**{head: None})
+    losses = compute_losses(output, batch, TrainConfig())
+    component = {"object_embeds": "object", "action_embeds": "action", "global_embed": "global_"}[head]
+    parts = {name: getattr(losses, name).item() for name in ("object", "action", "global_")}
+    assert parts[component] == 0.0
+    others = sum(v for k, v in parts.items() if k != component)
+    assert losses.total.item() == pytest.approx(0.4 * 2.0 + 0.2 * others, rel=1e-6)
+
+
+def test_a_zero_weight_is_logged_but_not_trained_on():
+    output, batch = _output_and_batch()
+    config = TrainConfig(object_weight=0.0, action_weight=0.0, global_weight=0.0)
+    losses = compute_losses(output, batch, config)
+    assert losses.total.item() == pytest.approx(0.4 * 2.0)
+    assert 0.0 < losses.object.item() and 0.0 < losses.global_.item()  # computed, for the log
+    losses.total.backward()
+    assert output.object_embeds.grad is None and output.global_embed.grad is None

@@ -148,3 +148,25 @@ def test_the_tokenizer_speed_line_stays_out_of_the_output(capfd):
     score_captions(PREDICTIONS, REFERENCES)
     err = capfd.readouterr().err
     assert "tokens per second" not in err and "PTBTokenizer tokenized" not in err
+
+
+def test_the_cider_d_example_takes_the_score_apart_and_agrees_with_pycocoevalcap():
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    from qvidcap.evaluation.metrics import cider_d_example
+    from qvidcap.training.cider import simple_tokenize
+
+    clip = "clip_b_000000_000010"
+    table = cider_d_example({"good": PREDICTIONS[clip], "wrong clip": REFERENCES["clip_a_000000_000010"][0]}, clip, REFERENCES)
+    assert list(table.index) == ["good", "wrong clip"] and table.loc["good", "caption"] == "a dog is running in the park"
+    orders = table[["n=1", "n=2", "n=3", "n=4"]]
+    assert table["CIDEr-D ×100"].tolist() == pytest.approx((10 * orders.mean(axis=1) * 100).tolist(), abs=0.02)
+    assert table["CIDEr-D ×100"].tolist() == pytest.approx(table["ConsensusCider ×100"].tolist(), abs=0.01)
+    scorer = CiderScorer(n=4, sigma=6.0)  # pycocoevalcap over the same pool: one candidate per clip
+    for video_id, refs in REFERENCES.items():
+        scorer += (simple_tokenize(PREDICTIONS[video_id]), [simple_tokenize(r) for r in refs])
+    _, per_clip = scorer.compute_score()
+    assert table.loc["good", "CIDEr-D ×100"] == pytest.approx(100 * per_clip[list(REFERENCES).index(clip)], abs=0.01)
+    assert table.loc["good", "CIDEr-D ×100"] > table.loc["wrong clip", "CIDEr-D ×100"]
+    with pytest.raises(metrics.ScoringError, match="not among"):
+        cider_d_example({"x": "a dog"}, "no_such_clip", REFERENCES)

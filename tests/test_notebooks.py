@@ -7,6 +7,7 @@ checkpoints) is asserted here, so a broken pipeline shows up as a number.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,8 @@ def test_notebook_runs(name, study, monkeypatch):
     except Exception:
         study["failed"] = name
         raise
+    logged = info_log_lines(nbformat.read(output, as_version=4))
+    assert not logged, f"{name} shows INFO log lines (notebooks log at WARNING): {logged[:3]}"
     CHECKS.get(name[:2], lambda base: None)(study["base"])
 
 
@@ -143,8 +146,23 @@ def _check_demo(base: Path) -> None:
     assert not uploads.exists() or not any(uploads.iterdir()), "uploads must be removed after captioning"
 
 
+def _check_ablations(base: Path) -> None:
+    from qvidcap.config import load_config
+
+    results = json.loads((base / "outputs" / "ablations" / "qvidcap" / "public_test" / "results.json").read_text())
+    defaults = load_config("smoke").ablation
+    assert results["complete"] and set(results["variants"]) == set(defaults.variants), results["left"]
+    for name, row in results["variants"].items():
+        assert row["interval"]["low"] <= row["CIDEr"] <= row["interval"]["high"], (name, row)
+        if name != "full":
+            test = row["paired_test"]
+            assert test["low"] <= test["difference"] <= test["high"] and 0 < test["p_value"] <= 1, (name, test)
+            assert row["sentence"], name
+    assert results["seeds"]["count"] == len(defaults.seeds) and results["main_result"] is not None
+
+
 CHECKS = {"00": _check_setup, "01": _check_data, "03": _check_features, "05": _check_training,
-          "06": _check_evaluation, "08": _check_demo}
+          "06": _check_evaluation, "08": _check_demo, "09": _check_ablations}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -157,3 +175,58 @@ def test_papermill_reads_every_parameter_line(name):
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     assigned = [line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.startswith("#")]
     assert [p.name for p in PythonTranslator.inspect(cell)] == assigned
+
+
+INFO_LINE = re.compile(r"^INFO\b|^\S+ - INFO - | - INFO - ", re.MULTILINE)
+
+
+def info_log_lines(notebook) -> list[str]:
+    """Lines of an executed notebook's outputs (streams and plain-text results) that are INFO log records."""
+    found = []
+    for cell in _code_cells(notebook):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.output_type == "stream" else output.get("data", {}).get("text/plain", "")
+            found += [line for line in "".join(text).splitlines() if INFO_LINE.search(line)]
+    return found
+
+
+def test_the_info_line_check_finds_log_records_and_nothing_else():
+    stream = nbformat.v4.new_output("stream", name="stderr", text="train: 50%|#####\nINFO qvidcap.data.vatex: 600 clips\n")
+    plain = nbformat.v4.new_output("execute_result", data={"text/plain": "2026-01-01 12:00 - INFO - loaded"})
+    quiet = nbformat.v4.new_output("stream", name="stdout", text="INFORMATION is not a log line; WARNING x: y\n")
+    cell = nbformat.v4.new_code_cell("x", outputs=[stream, plain, quiet])
+    assert info_log_lines(nbformat.v4.new_notebook(cells=[cell])) == [
+        "INFO qvidcap.data.vatex: 600 clips", "2026-01-01 12:00 - INFO - loaded"]
+
+
+def _section(text: str, heading: str) -> str:
+    """The lines under `## heading` up to the next `## ` heading."""
+    match = re.search(rf"^## {re.escape(heading)}\s*$(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    return match.group(1) if match else ""
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_notebook_is_a_chapter(name):
+    """Running time at the top; a Summary heading followed by the code cell that computes it; a last markdown
+    cell with 3-5 exercises, further reading with links, and the link to the next notebook (or the last words)."""
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    cells = notebook.cells
+    assert any(line.startswith("**Running time:**") for line in cells[0].source.splitlines()), \
+        f"{name}: the first cell needs a line starting **Running time:**"
+    summaries = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.lstrip().startswith("## Summary")]
+    assert summaries, f"{name}: no markdown cell starting with '## Summary'"
+    assert summaries[-1] + 1 < len(cells) and cells[summaries[-1] + 1].cell_type == "code", \
+        f"{name}: the Summary heading must be followed by the code cell that displays the run's numbers"
+    last = cells[-1]
+    assert last.cell_type == "markdown", f"{name}: the last cell must be markdown (exercises, reading, next)"
+    exercises = [line for line in _section(last.source, "Exercises").splitlines() if re.match(r"^\s*[-*] ", line)]
+    assert 3 <= len(exercises) <= 5, f"{name}: {len(exercises)} exercise bullets; expected 3 to 5"
+    reading = _section(last.source, "Further reading")
+    assert re.search(r"\[[^\]]+\]\(https?://", reading), f"{name}: '## Further reading' needs linked papers"
+    final = last.source.strip().splitlines()[-1].strip()
+    position = NAMES.index(name)
+    if position + 1 < len(NAMES):
+        following = NAMES[position + 1].removesuffix(".ipynb")
+        assert final == f"Next: [{following}]({following}.ipynb)", f"{name}: last line {final!r} must link {following}"
+    else:
+        assert final == "This is the last notebook of the series.", f"{name}: last line {final!r}"

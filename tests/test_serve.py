@@ -49,6 +49,24 @@ def test_upload_returns_the_clip_caption_with_timings(server, media):  # noqa: F
     assert list(server.upload_folder.iterdir()) == []
 
 
+def test_the_answer_says_which_data_the_checkpoint_was_trained_on(server, media, checkpoint):  # noqa: F811
+    from qvidcap.config import StudyConfig
+    from qvidcap.serving.inference import trained_on
+
+    expected = trained_on(StudyConfig.from_json(checkpoint / "config.json")).to_dict()
+    body = post(server, "clip.mp4", media["clip1"].read_bytes()).json()
+    assert body["caption"] == CAPTIONS[1] and body["trained_on"] == expected
+    assert expected["dataset"] == "mini" and "coloured shapes" in expected["note"]
+
+
+def test_a_pipeline_without_a_config_answers_without_trained_on():
+    from qvidcap.serving.inference import Caption
+    from qvidcap.serving.serve import _response, _trained_on
+
+    assert _trained_on(object()) is None
+    assert set(_response(Caption("x.mp4", "a caption"))) == {"caption", "timings"}
+
+
 @pytest.mark.parametrize("name, status, says", [("text", 415, "not a video"), ("empty", 400, "empty"),
                                                 ("truncated", 415, "not a video")])
 def test_files_that_are_not_videos_get_a_json_error(server, media, name, status, says):  # noqa: F811

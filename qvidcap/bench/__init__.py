@@ -1,6 +1,6 @@
 """Benchmarks that print numbers (throughput, latency, memory); never timed tests.
 
-`qvidcap bench extraction|training|latency|reward [options]`: each benchmark is a module here with
+`qvidcap bench extraction|training|latency|reward|signal [options]`: each benchmark is a module here with
 `add_arguments(parser)` and `main(args, config)`.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "training": "qvidcap.bench.training",
     "latency": "qvidcap.bench.latency",
     "reward": "qvidcap.bench.reward",
+    "signal": "qvidcap.bench.signal",
 }
 
 

@@ -171,3 +171,38 @@ def frame_strip(records: list[ClipRecord], num_frames: int = 5, size: int = 96, 
         # the caption spans the whole row, so it stays out of the layout of its first axes
         row[0].text(0, 1.04, text, transform=row[0].transAxes, ha="left", va="bottom", fontsize=9).set_in_layout(False)
     return fig
+
+
+# ---------------------------------------------------------------- the Summary cells of notebooks 01 and 02
+
+
+def data_summary(summary: pd.DataFrame, dataset: str, root) -> str:
+    """The Summary cell of notebook 01 (Markdown), from `split_summary`'s table."""
+    lines = [f"- Dataset **{dataset}** at `{root}`: " + ", ".join(
+        f"{row['split']} {int(row['usable']):,} usable of {int(row['referenced']):,} referenced clips"
+        for _, row in summary.iterrows()) + "."]
+    missing = int((summary["referenced"] - summary["with video"]).sum())
+    skipped = int(summary["skipped"].sum())
+    lines.append(f"- {missing:,} referenced clips have no video file; {skipped:,} records were skipped (listed above)."
+                 if missing or skipped else "- Every referenced clip has its video, and no record was skipped.")
+    per_clip = sorted(set(summary["captions per clip"].round(2)))
+    count = f"{per_clip[0]:g}" if len(per_clip) == 1 else f"{per_clip[0]:g} to {per_clip[-1]:g}"
+    lines.append(f"- {count} English captions per clip on average, of {summary['words per caption'].min():.1f} to "
+                 f"{summary['words per caption'].max():.1f} words depending on the split.")
+    return "\n".join(lines)
+
+
+def caption_summary(captions: pd.DataFrame, vocabulary: pd.DataFrame, n_words: int = 5) -> str:
+    """The Summary cell of notebook 02 (Markdown), from `caption_table` and `vocabulary_table`."""
+    words = captions["words"]
+    train = vocabulary.iloc[0]
+    unseen_column = next(c for c in vocabulary.columns if c.startswith("uses of words not in"))
+    unseen = ", ".join(f"{row['split']} {row[unseen_column]:g}%" for _, row in vocabulary.iloc[1:].iterrows())
+    top = ", ".join(top_words(captions, n_words)["word"])
+    return "\n".join([
+        f"- {len(captions):,} captions; {words.mean():.1f} words on average (median {int(words.median())}, "
+        f"longest {int(words.max())}).",
+        f"- {int(train['vocabulary']):,} distinct words in {train['split']}"
+        + (f"; uses of words never seen in {train['split']}: {unseen}." if unseen else "."),
+        f"- The most frequent content words: {top}.",
+    ])

@@ -8,6 +8,9 @@ Everything lands in `<output>/eval/<train.run_name>/<split>/`:
     clip_ids.txt          the exact clips scored (the same set for every system)
     trained/              predictions.json ([{"videoID", "caption"}]), scores.json, per_clip.csv, clip_ids.txt
     blind/, untrained/    the same for the two baselines (see qvidcap.evaluation.baselines)
+    scst/                 the same for the self-critical checkpoint `<train.run_name>-scst/best`, when one
+                          exists (`qvidcap train-scst`): scored on the same clips, in its own row, and
+                          tested against the cross-entropy checkpoint ("scst - trained" in metrics.json)
 
 The scored set is the split's clips that have features in the store and at least one reference
 (the first `eval.max_clips` of them when that is set); clips without features are listed in
@@ -43,7 +46,8 @@ from qvidcap.runtime.progress import progress
 
 logger = logging.getLogger(__name__)
 
-SYSTEMS = ("trained", "blind", "untrained")
+SYSTEMS = ("trained", "blind", "untrained", "scst")
+SCST_SYSTEM = "scst"  # the CIDEr-optimised checkpoint, reported apart from the cross-entropy one
 COLUMNS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"]
 
 
@@ -82,6 +86,34 @@ class EvaluationReport:
 
 def eval_dir(config: StudyConfig, env: Environment, split: str) -> Path:
     return Path(env.output_dir) / "eval" / config.train.run_name / split
+
+
+def scst_checkpoint(config: StudyConfig, env: Environment) -> Path | None:
+    """The best checkpoint of the self-critical run `<train.run_name><scst.run_suffix>`; None when there is none."""
+    from qvidcap.training.scst import scst_run_dir
+
+    best = scst_run_dir(config, env.output_dir) / "best"
+    return best if (best / "config.json").is_file() else None
+
+
+def scst_note(config: StudyConfig, env: Environment, ce_checkpoint: str | Path) -> str:
+    """One sentence (Markdown): which SCST checkpoint is scored and what it was fine-tuned from, or that
+    there is none and the command that makes it."""
+    from qvidcap.training.scst import scst_run_dir
+
+    path = scst_checkpoint(config, env)
+    if path is None:
+        return (f"No self-critical (SCST) checkpoint exists at `{scst_run_dir(config, env.output_dir) / 'best'}`, so only "
+                f"the cross-entropy model is scored; `qvidcap train-scst` (or notebook 05 with "
+                f"`overrides=\"scst.enabled=true\"`) makes it from `{ce_checkpoint}`, and this notebook then scores it here.")
+    state_file = path / "trainer_state.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    source = state.get("init_checkpoint", "")
+    same = bool(source) and Path(source).resolve() == Path(ce_checkpoint).resolve()
+    origin = (f"fine-tuned from the cross-entropy checkpoint scored above (`{source}`)" if same else
+              f"fine-tuned from `{source or 'an unrecorded checkpoint'}`, **not** the cross-entropy checkpoint scored "
+              f"above (`{ce_checkpoint}`), so the paired test compares two unrelated runs")
+    return f"The SCST checkpoint `{path}` ({state.get('epoch', '?')} SCST epochs) is scored too, {origin}."
 
 
 def split_clips(config: StudyConfig, env: Environment, split: str, store) -> SplitClips:
@@ -263,10 +295,11 @@ def load_predictions(path: str | Path) -> dict[str, str]:
 
 
 def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | None = None, split: str | None = None,
-             baselines: bool = True, rank: int | None = None, world: int | None = None,
+             baselines: bool = True, scst: bool = True, rank: int | None = None, world: int | None = None,
              shard_wait_s: float = 6 * 3600.0) -> EvaluationReport | None:
     """Caption `split` (default `eval.split`) with the checkpoint (default: `eval.checkpoint`, else the
-    best of `train.run_name`), score it, and score the blind and untrained baselines on the same clips.
+    best of `train.run_name`), score it, and score the blind and untrained baselines on the same clips;
+    with `scst`, also the self-critical checkpoint (`scst_checkpoint`) when one exists.
 
     Returns None when the deadline stopped it (what is captioned is saved; the same call continues) and
     on every rank but 0 of a multi-process run (`rank`, `world`: default from the launcher's variables)."""
@@ -284,14 +317,20 @@ def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | 
     directory = eval_dir(config, env, split)
     meta = generation_meta(config, path)
     names = ["trained", "untrained"] if baselines else ["trained"]
+    scst_path = scst_checkpoint(config, env) if scst else None
+    if scst_path is not None:
+        names.append(SCST_SYSTEM)
+    metas = {name: {**(generation_meta(config, scst_path) if name == SCST_SYSTEM else meta), "system": name}
+             for name in names}
     runs: dict[str, CaptionRun] = {}
     for name in names:
-        if name == "untrained":
+        if name in ("untrained", SCST_SYSTEM):
             del model  # one model in memory at a time (a pretrained decoder is large)
             _free_accelerator_memory(env.device)
-            model = untrained_captioner(model_config, tokenizer, config.eval.seed, env.device)
+            model = (untrained_captioner(model_config, tokenizer, config.eval.seed, env.device) if name == "untrained"
+                     else load_captioner(scst_path, env.device)[0])
         runs[name] = caption_split(model, store, video_ids, directory / name, config.generation,
-                                   {**meta, "system": name}, env.device, rank, world, deadline,
+                                   metas[name], env.device, rank, world, deadline,
                                    desc=f"captioning {split} ({name}, rank {rank} of {world})")
         if not runs[name].complete:
             done = ", ".join(f"{n} {len(r.predictions):,}" for n, r in runs.items())
@@ -305,7 +344,7 @@ def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | 
         return None
     predictions: dict[str, dict[str, str]] = {}
     for name in names:
-        merged = merge_shards(directory / name, video_ids, world, {**meta, "system": name},
+        merged = merge_shards(directory / name, video_ids, world, metas[name],
                               wait_s=shard_wait_s if world > 1 else 0.0, deadline=deadline)
         if merged is None:
             record_stop(env.output_dir, "evaluation", f"rank 0's share of the {split} captions",
@@ -317,7 +356,7 @@ def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | 
         blind = blind_baseline(train_references(config, env), config.eval.blind_candidates,
                                config.eval.blind_pool_clips, config.eval.seed)
         predictions = {"trained": predictions["trained"], "blind": blind.predictions(video_ids),
-                       "untrained": predictions["untrained"]}
+                       **{name: predictions[name] for name in names if name != "trained"}}
     scores = {name: score_captions(system_predictions, clips.references, spice=config.eval.spice,
                                    dataset=clips.dataset, split=split)
               for name, system_predictions in predictions.items()}
@@ -327,6 +366,90 @@ def evaluate(config: StudyConfig, env: Environment, *, checkpoint: str | Path | 
     for name in names:
         _clear_shards(directory / name)
     return report
+
+
+# ---------------------------------------------------------------- SCST beside cross-entropy, and the summary
+
+FLUENCY_REPEAT_SLACK = 0.02  # SCST may repeat a bigram in this much larger a share of captions and stay "fluent"
+FLUENCY_LENGTH_RATIO = 0.25  # ... and differ in mean length by at most this fraction of the CE length
+FLUENCY_DISTINCT_RATIO = 0.8  # ... and keep at least this share of the CE model's distinct captions
+
+
+def fluency(predictions: dict[str, str]) -> dict[str, float]:
+    """Distinct captions (count), share of captions that repeat a bigram, mean length in words."""
+    from qvidcap.training.scst import caption_stats
+
+    stats = caption_stats(list(predictions.values()))
+    return {"distinct captions": diversity(predictions)["distinct_captions"],
+            "repeated n-grams (share)": round(stats["repeated_bigrams"], 3), "mean length (words)": round(stats["mean_length"], 2)}
+
+
+def scst_comparison(report: EvaluationReport, uncertainty: dict) -> pd.DataFrame:
+    """The cross-entropy and SCST checkpoints on the same clips, one row each: scores, CIDEr's 95% interval,
+    and the fluency guards. Empty when the report has no SCST system."""
+    if SCST_SYSTEM not in report.scores:
+        return pd.DataFrame()
+    rows = {}
+    for label, name in (("cross-entropy", "trained"), ("SCST", SCST_SYSTEM)):
+        corpus, cider = report.scores[name].corpus, uncertainty["intervals"][name]["CIDEr"]
+        rows[label] = {**{m: round(corpus[m], 2) for m in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")},
+                       "CIDEr low": round(cider["low"], 2), "CIDEr high": round(cider["high"], 2),
+                       **fluency(report.predictions[name])}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def scst_verdict(report: EvaluationReport, uncertainty: dict) -> str:
+    """Markdown: what SCST did to CIDEr (the paired test) and to the captions (the fluency guards), in words
+    chosen by the numbers; without an SCST system, "" (the note from `scst_note` says why)."""
+    table = scst_comparison(report, uncertainty)
+    if table.empty:
+        return ""
+    test = uncertainty["paired_tests"][f"{SCST_SYSTEM} - trained"]
+    ce, rl = table.loc["cross-entropy"], table.loc["SCST"]
+    span = f"{test['difference']:+.1f} CIDEr (paired 95% interval {test['low']:+.1f} to {test['high']:+.1f}, p = {test['p_value']:.3g})"
+    if test["low"] > 0:
+        cider = f"SCST **raises** CIDEr over the cross-entropy checkpoint on the same {test['clips']} clips: {span}."
+    elif test["high"] < 0:
+        cider = f"SCST **lowers** CIDEr below the cross-entropy checkpoint on the same {test['clips']} clips: {span}."
+    else:
+        cider = f"SCST shows **no detectable difference** in CIDEr from the cross-entropy checkpoint: {span}."
+    problems = []
+    if rl["repeated n-grams (share)"] > ce["repeated n-grams (share)"] + FLUENCY_REPEAT_SLACK:
+        problems.append(f"more captions repeat a bigram ({ce['repeated n-grams (share)']:.0%} → {rl['repeated n-grams (share)']:.0%})")
+    if abs(rl["mean length (words)"] - ce["mean length (words)"]) > FLUENCY_LENGTH_RATIO * ce["mean length (words)"]:
+        problems.append(f"the mean length moved from {ce['mean length (words)']:.1f} to {rl['mean length (words)']:.1f} words")
+    if rl["distinct captions"] < FLUENCY_DISTINCT_RATIO * ce["distinct captions"]:
+        problems.append(f"distinct captions fell from {int(ce['distinct captions'])} to {int(rl['distinct captions'])}")
+    guards = (f"{int(ce['distinct captions'])} → {int(rl['distinct captions'])} distinct captions, "
+              f"{ce['repeated n-grams (share)']:.0%} → {rl['repeated n-grams (share)']:.0%} of captions repeating a bigram, "
+              f"mean length {ce['mean length (words)']:.1f} → {rl['mean length (words)']:.1f} words")
+    fluent = (f"The captions stay fluent by the three guards ({guards})." if not problems else
+              f"The captions **degrade**: {'; '.join(problems)} ({guards}); a CIDEr gain bought this way is reward hacking, "
+              "not better captions.")
+    caveat = (" This is the mini dataset with small random backbones: a gain here shows the stage working, not what it "
+              "would buy on VATEX." if report.dataset == "mini" else "")
+    return f"{cider} {fluent}{caveat}"
+
+
+def evaluation_summary(report: EvaluationReport, uncertainty: dict) -> str:
+    """Markdown for notebook 06's summary: the scored set, each system's CIDEr with its interval, the paired
+    verdicts against the trained model, its distinct captions, and the SCST verdict when there is one."""
+    first = report.scores["trained"]
+    lines = [f"- Scored set: {first.scored_set.describe()}."]
+    for name, scores in report.scores.items():
+        bounds = uncertainty["intervals"][name]["CIDEr"]
+        lines.append(f"- **{name}**: CIDEr {scores.corpus['CIDEr']:.1f} (95% interval {bounds['low']:.1f}-{bounds['high']:.1f}), "
+                     f"BLEU-4 {scores.corpus['BLEU-4']:.1f}, METEOR {scores.corpus['METEOR']:.1f}, "
+                     f"ROUGE-L {scores.corpus['ROUGE-L']:.1f}.")
+    for key, test in uncertainty["paired_tests"].items():
+        lines.append(f"- {test['sentence']}.")
+    d = diversity(report.predictions["trained"])
+    lines.append(f"- The trained model gives {d['distinct_captions']} distinct captions over {d['clips']} clips"
+                 f"{' (collapsed)' if d['collapsed'] else ''}.")
+    verdict = scst_verdict(report, uncertainty)
+    if verdict:
+        lines.append(f"- {verdict}")
+    return "\n".join(lines)
 
 
 def save_report(report: EvaluationReport, config: StudyConfig) -> Path:

@@ -104,21 +104,26 @@ def intervals_table(intervals: dict[str, list[Interval]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["system", "metric"])[["estimate", "low", "high"]]
 
 
+CHALLENGERS = ("scst",)  # systems that claim to improve on the reference: tested as "<system> - <reference>"
+
+
 def report_intervals(scores: dict, reference_system: str = "trained", *, resamples: int = 2000,
                      seed: int = 0) -> dict:
     """For `metrics.json`: each system's intervals, and `reference_system` against every other on CIDEr.
 
     `scores` maps a system name to its `CaptionScores` (all on the same clips, as evaluation makes them).
+    A baseline is tested as "<reference> - <baseline>"; a system of `CHALLENGERS` (the SCST checkpoint,
+    which claims to improve on the cross-entropy one) as "<system> - <reference>".
     """
     out = {"level": 0.95, "resamples": resamples, "method": METHOD, "intervals": {}, "paired_tests": {}}
     for name, system in scores.items():
         out["intervals"][name] = {i.metric: {"estimate": i.estimate, "low": i.low, "high": i.high}
                                   for i in bootstrap_intervals(system.per_clip, system.corpus, resamples=resamples, seed=seed)}
     if reference_system in scores:
-        mine = scores[reference_system].per_clip["CIDEr"]
-        for name, system in scores.items():
-            if name != reference_system:
-                test = paired_test(mine, system.per_clip["CIDEr"], "CIDEr", seed=seed)
-                out["paired_tests"][f"{reference_system} - {name}"] = {
-                    **asdict(test), "sentence": test.sentence(reference_system, name)}
+        for name in scores:
+            if name == reference_system:
+                continue
+            a, b = (name, reference_system) if name in CHALLENGERS else (reference_system, name)
+            test = paired_test(scores[a].per_clip["CIDEr"], scores[b].per_clip["CIDEr"], "CIDEr", seed=seed)
+            out["paired_tests"][f"{a} - {b}"] = {**asdict(test), "sentence": test.sentence(a, b)}
     return out

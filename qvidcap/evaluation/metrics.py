@@ -135,12 +135,15 @@ def require_java() -> str:
 
 
 def score_captions(predictions: dict[str, str], references: dict[str, list[str]], *, spice: bool = False,
-                   missing: str = "error", dataset: str = "", split: str = "") -> CaptionScores:
+                   missing: str = "error", dataset: str = "", split: str = "", meteor_scorer=None) -> CaptionScores:
     """Score `predictions` (videoID -> caption) against `references` (videoID -> captions) the COCO way.
 
     See the module docstring for the rules on missing, empty and non-ASCII captions. `spice=True`
     adds SPICE when it can run; when it cannot (no CoreNLP and no network, Java too new) it is
-    recorded in `skipped` with the reason instead of failing the evaluation.
+    recorded in `skipped` with the reason instead of failing the evaluation. `meteor_scorer` is a running
+    pycocoevalcap `Meteor` to score with (a caller scoring many systems starts one and reuses it: loading
+    its Java process is most of a scoring's time, and its scores do not depend on earlier calls);
+    None starts one for this call and closes it after.
     """
     if missing not in ("error", "empty"):
         raise ScoringError(f"missing={missing!r}; expected 'error' or 'empty'")
@@ -161,14 +164,14 @@ def score_captions(predictions: dict[str, str], references: dict[str, list[str]]
     for k in range(4):
         corpus[f"BLEU-{k + 1}"] = 100.0 * bleu[k]
     per_clip["BLEU-4"] = 100.0 * np.asarray(bleu_clip[3])
-    meteor_scorer = Meteor()
+    meteor_scorer = meteor_scorer if meteor_scorer is not None else Meteor()
     try:
         meteor, meteor_clip = meteor_scorer.compute_score(gts_tok, res_tok)
     except ValueError as e:  # the jar died (memory, a bad line) and answered nothing
         raise ScoringError(f"METEOR's Java process gave no score ({e}); it needs about 2 GB of memory "
                            "(java -Xmx2G) and one-line ASCII captions") from e
     finally:
-        del meteor_scorer
+        del meteor_scorer  # closes the process this call started; a caller's stays open
     corpus["METEOR"], per_clip["METEOR"] = 100.0 * meteor, 100.0 * np.asarray(meteor_clip)
     rouge, rouge_clip = Rouge().compute_score(gts_tok, res_tok)
     corpus["ROUGE-L"], per_clip["ROUGE-L"] = 100.0 * float(rouge), 100.0 * np.asarray(rouge_clip)
@@ -283,3 +286,53 @@ def _try_spice(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[fl
 def references_of(records: Iterable) -> dict[str, list[str]]:
     """videoID -> reference captions of `ClipRecord`s (anything with `.video_id` and `.captions`)."""
     return {r.video_id: list(r.captions) for r in records}
+
+
+# ---------------------------------------------------------------- CIDEr-D, step by step
+
+
+def cider_d_example(captions: dict[str, str], video_id: str, references: dict[str, list[str]], n: int = 4,
+                    sigma: float = 6.0) -> pd.DataFrame:
+    """CIDEr-D of each caption (label -> caption) against clip `video_id`, taken apart: one row per caption.
+
+    Document frequencies come from the references of every clip in `references` (the scored set), as in
+    pycocoevalcap. Columns: the caption's words, for each n the penalised cosine similarity averaged over
+    the clip's references (`n=1` .. `n=4`), the mean length penalty, CIDEr-D ×100 (= 10 × the mean over n,
+    ×100), and the same score from `ConsensusCider`, the package's vectorised scorer, which must agree.
+    Tokenised with `simple_tokenize` (the Java-free stand-in for the PTB tokenizer).
+    """
+    from collections import Counter
+
+    from qvidcap.training.cider import ConsensusCider, simple_tokenize
+
+    if video_id not in references:
+        raise ScoringError(f"clip {video_id!r} is not among the {len(references)} clips of `references`")
+    grams = lambda words, k: Counter(tuple(words[i:i + k]) for i in range(len(words) - k + 1))  # noqa: E731
+    pool = {v: [simple_tokenize(r).split() for r in refs if r.strip()] for v, refs in references.items()}
+    frequency = Counter(g for refs in pool.values() for g in {g for r in refs for k in range(1, n + 1) for g in grams(r, k)})
+    log_clips = np.log(float(len(pool)))
+
+    def vector(words: list[str], k: int) -> dict:
+        return {g: tf * (log_clips - np.log(max(1.0, frequency[g]))) for g, tf in grams(words, k).items()}
+
+    rows = {}
+    for label, caption in captions.items():
+        words = simple_tokenize(caption).split()
+        per_order, penalties = [], []
+        for reference in pool[video_id]:
+            penalty = np.exp(-((len(words) - len(reference)) ** 2) / (2 * sigma**2))  # l = words (bigrams + 1)
+            penalties.append(penalty)
+            terms = []
+            for k in range(1, n + 1):
+                hyp, ref = vector(words, k), vector(reference, k)
+                overlap = sum(min(w, ref.get(g, 0.0)) * ref.get(g, 0.0) for g, w in hyp.items())
+                norms = np.sqrt(sum(w * w for w in hyp.values())) * np.sqrt(sum(w * w for w in ref.values()))
+                terms.append(penalty * (overlap / norms if norms else overlap))
+            per_order.append(terms)
+        similarity = np.mean(per_order, axis=0)  # (n,): each order averaged over the references
+        package = ConsensusCider({v: [" ".join(r) for r in refs] for v, refs in pool.items()})
+        rows[label] = {"caption": " ".join(words), **{f"n={k + 1}": round(float(similarity[k]), 4) for k in range(n)},
+                       "length penalty": round(float(np.mean(penalties)), 3),
+                       "CIDEr-D ×100": round(float(10 * similarity.mean() * 100), 2),
+                       "ConsensusCider ×100": round(float(package.score_pairs([" ".join(words)], [video_id])[0]), 2)}
+    return pd.DataFrame.from_dict(rows, orient="index")

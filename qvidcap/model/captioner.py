@@ -8,6 +8,20 @@ start token is the tokenizer's BOS (EOS where it has none) and captions already 
 (`tokenize_captions`). Labels are -100 on the prefix, on the start token and on padding, so the loss is
 over the caption tokens and their EOS only. Generation feeds `[prefix, start]` as `inputs_embeds` and
 lets the decoder continue with its KV cache until EOS.
+
+Ablations switch heads off in the config (`heads.object_head`, `heads.action_head`, `heads.global_head`,
+`qformer.kind`); a checkpoint's config rebuilds the same variant. A head switched off is not built, and:
+
+- **without the ObjectHead**, the ActionHead reads learned constant queries (`ConstantQueries`, the same for
+  every clip) in place of ξ; the object and context streams are not read (their projections are not
+  built); ξ leaves the GlobalHead's input and the Q-Former memory; there is no object loss.
+- **without the ActionHead**, the GlobalHead reads [motion, ξ] and the Q-Former memory holds no action
+  tokens; there is no action loss.
+- **without the GlobalHead**, the Q-Former memory holds no global token; there is no global loss.
+
+The Q-Former memory is then M = Q·[ObjectHead] + Q·[ActionHead] + [GlobalHead] tokens (2Q + 1 with all three);
+at least one head must stay. The encoding's outputs of a head switched off are None, and
+`qvidcap.training.losses.compute_losses` leaves their losses out of the total.
 """
 from __future__ import annotations
 
@@ -23,8 +37,8 @@ from transformers import PreTrainedTokenizerBase
 
 from qvidcap.config import StudyConfig
 from qvidcap.model.decoder import build_decoder
-from qvidcap.model.heads import ActionHead, GlobalHead, InputProjection, ObjectHead
-from qvidcap.model.qformer import CaptionHead, QFormer
+from qvidcap.model.heads import ActionHead, ConstantQueries, GlobalHead, InputProjection, ObjectHead
+from qvidcap.model.qformer import CaptionHead, build_qformer
 from qvidcap.model.tokenizer import caption_start_id
 
 logger = logging.getLogger(__name__)
@@ -34,22 +48,24 @@ IGNORE_INDEX = -100
 
 @dataclass
 class VideoEncoding:
-    object_embeds: torch.Tensor  # (B, Q, E)
-    action_embeds: torch.Tensor  # (B, Q, E), L2-normalised
-    global_embed: torch.Tensor  # (B, E)
+    """What `encode_video` produces; a head switched off (ablation) gives None for its outputs."""
+
+    object_embeds: torch.Tensor | None  # (B, Q, E)
+    action_embeds: torch.Tensor | None  # (B, Q, E), L2-normalised
+    global_embed: torch.Tensor | None  # (B, E)
     prefix: torch.Tensor  # (B, Qf, H) in the decoder's input-embedding space
-    object_attention: torch.Tensor  # (B, Q, T + P + N): ObjectHead queries over [motion, objects, context]
-    interaction: torch.Tensor  # (B, T, Q): ActionHead motion-object weights
-    qformer_attention: torch.Tensor  # (B, Qf, 2Q + 1): Q-Former queries over [objects, actions, global]
+    object_attention: torch.Tensor | None  # (B, Q, T + P + N): ObjectHead queries over [motion, objects, context]
+    interaction: torch.Tensor | None  # (B, T, Q): ActionHead motion-object weights
+    qformer_attention: torch.Tensor  # (B, Qf, M), M = 2Q + 1 with every head: Q-Former queries over [objects, actions, global]
 
 
 @dataclass
 class CaptionerOutput:
     caption_loss: torch.Tensor  # scalar: mean cross-entropy over caption tokens (EOS included)
     logits: torch.Tensor  # (B, L, V): logits[:, i] predicts input_ids[:, i]
-    object_embeds: torch.Tensor  # (B, Q, E)
-    action_embeds: torch.Tensor  # (B, Q, E)
-    global_embed: torch.Tensor  # (B, E)
+    object_embeds: torch.Tensor | None  # (B, Q, E); None without the ObjectHead
+    action_embeds: torch.Tensor | None  # (B, Q, E); None without the ActionHead
+    global_embed: torch.Tensor | None  # (B, E); None without the GlobalHead
 
 
 def link_widths(config: StudyConfig, feature_dims: dict[str, int], text_embed_dim: int) -> StudyConfig:
@@ -77,15 +93,21 @@ class QVidCap(nn.Module):
         if config.heads.text_embed_dim <= 0:
             raise ValueError(f"heads.text_embed_dim is {config.heads.text_embed_dim!r}; fill it (and the feature "
                              "widths) with qvidcap.model.link_widths before building the model")
+        heads = config.heads
+        if not (heads.object_head or heads.action_head or heads.global_head):
+            raise ValueError("heads.object_head, heads.action_head and heads.global_head are all false: the Q-Former "
+                             "would read nothing; keep at least one head")
         self.config = config
         self.tokenizer = tokenizer
-        width = config.heads.hidden_size
+        width = heads.hidden_size
         hidden = decoder.get_input_embeddings().embedding_dim
-        self.projection = InputProjection(config.heads)
-        self.object_head = ObjectHead(config.heads)
-        self.action_head = ActionHead(config.heads)
-        self.global_head = GlobalHead(config.heads)
-        self.qformer = QFormer(width, config.qformer)
+        self.projection = InputProjection(heads)
+        self.object_head = ObjectHead(heads) if heads.object_head else None
+        # without the ObjectHead, the ActionHead reads queries that are the same for every clip
+        self.object_queries = ConstantQueries(heads) if heads.action_head and not heads.object_head else None
+        self.action_head = ActionHead(heads) if heads.action_head else None
+        self.global_head = GlobalHead(heads) if heads.global_head else None
+        self.qformer = build_qformer(width, config.qformer)
         self.caption_head = CaptionHead(width, hidden)
         self.decoder = decoder
         self.start_id = caption_start_id(tokenizer)
@@ -105,14 +127,23 @@ class QVidCap(nn.Module):
         """temporal (B, T, Dt), context (B, N, Dc), objects (B, P, Do), object_mask (B, P) 1 = real box."""
         # 1. every stream to the common width D
         streams = self.projection(temporal, context, objects, object_mask)
-        # 2. the three heads, each reading what the one before produced
-        obj = self.object_head(streams)  # ξ (B, Q, D)
-        act = self.action_head(streams.motion, obj.queries)  # (B, Q, D)
-        glo = self.global_head(streams.motion, obj.queries, act.features)  # (B, D)
+        # 2. the three heads, each reading what the one before produced (a head switched off gives None)
+        obj = self.object_head(streams) if self.object_head is not None else None  # ξ (B, Q, D)
+        xi = obj.queries if obj is not None else None
+        act = None
+        if self.action_head is not None:
+            queries = xi if xi is not None else self.object_queries(temporal.shape[0])  # (B, Q, D)
+            act = self.action_head(streams.motion, queries)  # (B, Q, D)
+        actions = act.features if act is not None else None
+        glo = self.global_head(streams.motion, xi, actions) if self.global_head is not None else None  # (B, D)
         # 3. the Q-Former reads the heads; the CaptionHead maps its queries into the decoder's space
-        q = self.qformer(obj.queries, act.features, glo.features)  # (B, Qf, D)
+        q = self.qformer(xi, actions, glo.features if glo is not None else None)  # (B, Qf, D)
         prefix = self.caption_head(q.queries)  # (B, Qf, H)
-        return VideoEncoding(obj.embeds, act.embeds, glo.embed, prefix, obj.attention, act.interaction, q.attention)
+        def out(head, name: str):
+            return getattr(head, name) if head is not None else None
+
+        return VideoEncoding(out(obj, "embeds"), out(act, "embeds"), out(glo, "embed"), prefix,
+                             out(obj, "attention"), out(act, "interaction"), q.attention)
 
     def _decoder_inputs(self, prefix: torch.Tensor, input_ids: torch.Tensor | None = None) -> torch.Tensor:
         """[prefix (Qf), start (1), tokens (L)] as embeddings (B, Qf + 1 + L, H) in the decoder's dtype."""

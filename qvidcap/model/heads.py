@@ -1,7 +1,8 @@
 """The three heads that turn a clip's feature streams into object, action and global representations.
 
 Read top to bottom: the mask and position helpers, the input projections, then ObjectHead, ActionHead
-and GlobalHead, each taking what the one before it produced.
+and GlobalHead, each taking what the one before it produced. `ConstantQueries` stands in for the
+ObjectHead in the ablation without it (`heads.object_head=false`, see `qvidcap.model.captioner`).
 
 Names: B batch, T temporal steps, N keyframes, P objects (padded), Q object queries, D the common width
 (`heads.hidden_size`), E the sentence-embedding width the auxiliary losses compare with
@@ -54,8 +55,8 @@ def _encoder_layer(config: HeadsConfig) -> nn.TransformerEncoderLayer:
 @dataclass
 class ProjectedStreams:
     motion: torch.Tensor  # (B, T, D)
-    objects: torch.Tensor  # (B, P, D)
-    context: torch.Tensor  # (B, N, D)
+    objects: torch.Tensor | None  # (B, P, D); None without the ObjectHead (the only reader of objects and context)
+    context: torch.Tensor | None  # (B, N, D); None without the ObjectHead
     object_mask: torch.Tensor  # (B, P) 1 = real box
 
 
@@ -63,7 +64,10 @@ class InputProjection(nn.Module):
     """Linear maps of the temporal (Dt), object (Do) and context (Dc) streams to the common width D,
     each followed by a LayerNorm: L2-normalised CLIP vectors have entries near 1/sqrt(Do), far smaller
     than VideoMAE's, and the norm puts the three streams on one scale. Motion and keyframe tokens then get
-    their time order added (`sinusoidal_positions`); objects are a set and get none."""
+    their time order added (`sinusoidal_positions`); objects are a set and get none.
+
+    Only the ObjectHead reads the object and context streams, so without it (`heads.object_head=false`)
+    their projections are not built and those streams are not read at all."""
 
     def __init__(self, config: HeadsConfig):
         super().__init__()
@@ -74,16 +78,21 @@ class InputProjection(nn.Module):
                                  "qvidcap.model.link_widths(config, store.feature_dims, text_embed_dim)")
         d = config.hidden_size
         self.temporal = nn.Sequential(nn.Linear(config.temporal_dim, d), nn.LayerNorm(d))
-        self.objects = nn.Sequential(nn.Linear(config.object_dim, d), nn.LayerNorm(d))
-        self.context = nn.Sequential(nn.Linear(config.context_dim, d), nn.LayerNorm(d))
+        if config.object_head:
+            self.objects = nn.Sequential(nn.Linear(config.object_dim, d), nn.LayerNorm(d))
+            self.context = nn.Sequential(nn.Linear(config.context_dim, d), nn.LayerNorm(d))
+        else:
+            self.objects = self.context = None
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
                 object_mask: torch.Tensor) -> ProjectedStreams:
         """temporal (B, T, Dt), context (B, N, Dc), objects (B, P, Do), object_mask (B, P) -> widths D."""
         motion = self.temporal(temporal)  # (B, T, D)
-        context = self.context(context)  # (B, N, D)
         motion = motion + sinusoidal_positions(motion.shape[1], motion.shape[2], motion.device).to(motion.dtype)
+        if self.context is None:  # no ObjectHead: nothing reads objects or context
+            return ProjectedStreams(motion=self.dropout(motion), objects=None, context=None, object_mask=object_mask)
+        context = self.context(context)  # (B, N, D)
         context = context + sinusoidal_positions(context.shape[1], context.shape[2], context.device).to(context.dtype)
         return ProjectedStreams(
             motion=self.dropout(motion),  # (B, T, D)
@@ -138,6 +147,19 @@ class ObjectHead(nn.Module):
         return ObjectHeadOutput(queries=xi, embeds=self.to_text(xi), attention=weights)
 
 
+class ConstantQueries(nn.Module):
+    """The ObjectHead's stand-in when it is ablated: `num_object_queries` learned queries, the same for every
+    clip, which the ActionHead reads in place of ξ. They carry no information about the clip, so the
+    ActionHead's output depends on the motion stream alone."""
+
+    def __init__(self, config: HeadsConfig):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(config.num_object_queries, config.hidden_size) * 0.02)  # (Q, D)
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self.queries.unsqueeze(0).expand(batch_size, -1, -1)  # (B, Q, D)
+
+
 class InteractionAttention(nn.Module):
     """Additive attention of each motion step over the object queries: score = v·tanh(W·M + U·ξ + b)."""
 
@@ -190,7 +212,9 @@ class GlobalHeadOutput:
 
 
 class GlobalHead(nn.Module):
-    """[motion (T), object queries (Q), action features (Q)] -> encoder layer(s) -> mean -> projection."""
+    """[motion (T), object queries (Q), action features (Q)] -> encoder layer(s) -> mean -> projection.
+
+    Without the ObjectHead or the ActionHead (ablations) their tokens are left out of the sequence."""
 
     def __init__(self, config: HeadsConfig):
         super().__init__()
@@ -199,8 +223,10 @@ class GlobalHead(nn.Module):
                                              norm=nn.LayerNorm(d), enable_nested_tensor=False)
         self.to_text = nn.Linear(d, config.text_embed_dim)
 
-    def forward(self, motion: torch.Tensor, xi: torch.Tensor, action: torch.Tensor) -> GlobalHeadOutput:
-        """motion (B, T, D), xi (B, Q, D), action (B, Q, D); every token is real, so the mean is plain."""
-        tokens = torch.cat([motion, xi, action], dim=1)  # (B, T + 2Q, D)
+    def forward(self, motion: torch.Tensor, xi: torch.Tensor | None = None,
+                action: torch.Tensor | None = None) -> GlobalHeadOutput:
+        """motion (B, T, D), xi (B, Q, D) or None, action (B, Q, D) or None; every token is real, so the mean
+        is plain."""
+        tokens = torch.cat([t for t in (motion, xi, action) if t is not None], dim=1)  # (B, T + 2Q, D) when all are there
         features = self.encoder(tokens).mean(dim=1)  # (B, D)
         return GlobalHeadOutput(features=features, embed=self.to_text(features))

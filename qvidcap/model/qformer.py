@@ -1,9 +1,11 @@
 """The Q-Former that reads the heads' outputs, and the CaptionHead that turns its queries into a prefix.
 
 Memory tokens: [object queries (Q), action features (Q), global feature (1)], each tagged by a type
-embedding. Learned queries (Qf = `qformer.num_queries`) go through `qformer.num_layers` blocks of
-self-attention, cross-attention to that memory, and a feed-forward, all pre-norm with residuals. The
-CaptionHead maps each query output to the decoder's hidden size H: the prefix embeddings.
+embedding; a head switched off for an ablation leaves its tokens out (M = 2Q + 1 with every head).
+Learned queries (Qf = `qformer.num_queries`) go through `qformer.num_layers` blocks of self-attention,
+cross-attention to that memory, and a feed-forward, all pre-norm with residuals (`qformer.kind="qformer"`).
+`qformer.kind="cross_attention"` is the original QVidCap's reader instead: one cross-attention layer and
+nothing else. The CaptionHead maps each query output to the decoder's hidden size H: the prefix embeddings.
 """
 from __future__ import annotations
 
@@ -52,7 +54,24 @@ class QFormerBlock(nn.Module):
 @dataclass
 class QFormerOutput:
     queries: torch.Tensor  # (B, Qf, D)
-    attention: torch.Tensor  # (B, Qf, 2Q + 1): last block's cross-attention over the memory, head-averaged
+    attention: torch.Tensor  # (B, Qf, M), M = 2Q + 1 with every head: last cross-attention over the memory, head-averaged
+
+
+def memory_tokens(type_embed: nn.Embedding, objects: torch.Tensor | None, actions: torch.Tensor | None,
+                  global_feature: torch.Tensor | None) -> torch.Tensor:
+    """[objects (Q), actions (Q), global (1)] with their type embeddings added; heads given as None are left out.
+
+    objects (B, Q, D), actions (B, Q, D), global_feature (B, D) -> memory (B, M, D)."""
+    parts = [(objects, OBJECT_TOKEN), (actions, ACTION_TOKEN),
+             (global_feature.unsqueeze(1) if global_feature is not None else None, GLOBAL_TOKEN)]
+    parts = [(tokens, kind) for tokens, kind in parts if tokens is not None]
+    if not parts:
+        raise ValueError("the Q-Former got no memory: every head is switched off (heads.object_head, "
+                         "heads.action_head, heads.global_head); keep at least one")
+    memory = torch.cat([tokens for tokens, _ in parts], dim=1)  # (B, M, D)
+    types = torch.cat([torch.full((tokens.shape[1],), kind, dtype=torch.long, device=memory.device)
+                       for tokens, kind in parts])  # (M,)
+    return memory + type_embed(types)  # (B, M, D)
 
 
 class QFormer(nn.Module):
@@ -64,19 +83,49 @@ class QFormer(nn.Module):
         self.blocks = nn.ModuleList([QFormerBlock(width, config) for _ in range(config.num_layers)])
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, objects: torch.Tensor, actions: torch.Tensor, global_feature: torch.Tensor) -> QFormerOutput:
-        """objects (B, Q, D), actions (B, Q, D), global_feature (B, D) -> queries (B, Qf, D)."""
-        B, Q, _ = objects.shape
-        # 1. the memory: the three heads' outputs, tagged by type
-        memory = torch.cat([objects, actions, global_feature.unsqueeze(1)], dim=1)  # (B, 2Q + 1, D)
-        types = objects.new_tensor([OBJECT_TOKEN] * Q + [ACTION_TOKEN] * Q + [GLOBAL_TOKEN], dtype=torch.long)
-        memory = self.memory_norm(memory + self.type_embed(types))  # (B, 2Q + 1, D)
+    def forward(self, objects: torch.Tensor | None, actions: torch.Tensor | None,
+                global_feature: torch.Tensor | None) -> QFormerOutput:
+        """objects (B, Q, D), actions (B, Q, D), global_feature (B, D), each None when its head is off
+        -> queries (B, Qf, D)."""
+        # 1. the memory: the heads' outputs, tagged by type
+        memory = self.memory_norm(memory_tokens(self.type_embed, objects, actions, global_feature))  # (B, M, D)
+        B = memory.shape[0]
         # 2. the learned queries read it block by block
         queries = self.queries.unsqueeze(0).expand(B, -1, -1)  # (B, Qf, D)
         weights = memory.new_zeros(B, queries.shape[1], memory.shape[1])
         for block in self.blocks:
             queries, weights = block(queries, memory)
         return QFormerOutput(queries=self.norm(queries), attention=weights)
+
+
+class CrossAttentionReader(nn.Module):
+    """The original QVidCap's Q-Former (`qformer.kind="cross_attention"`): learned queries, one multi-head
+    cross-attention over the type-tagged memory, and nothing else: no self-attention, feed-forward, norm
+    or residual. The queries' outputs are the attention's outputs."""
+
+    def __init__(self, width: int, config: QFormerConfig):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(config.num_queries, width) * 0.02)  # (Qf, D)
+        self.type_embed = nn.Embedding(3, width)  # object / action / global
+        self.cross_attn = nn.MultiheadAttention(width, config.num_heads, dropout=config.dropout, batch_first=True)
+
+    def forward(self, objects: torch.Tensor | None, actions: torch.Tensor | None,
+                global_feature: torch.Tensor | None) -> QFormerOutput:
+        """As `QFormer.forward`."""
+        memory = memory_tokens(self.type_embed, objects, actions, global_feature)  # (B, M, D)
+        queries = self.queries.unsqueeze(0).expand(memory.shape[0], -1, -1)  # (B, Qf, D)
+        read, weights = self.cross_attn(queries, memory, memory)  # (B, Qf, D), (B, Qf, M)
+        return QFormerOutput(queries=read, attention=weights)
+
+
+QFORMER_KINDS = {"qformer": QFormer, "cross_attention": CrossAttentionReader}
+
+
+def build_qformer(width: int, config: QFormerConfig) -> nn.Module:
+    """The reader of the heads' outputs that `qformer.kind` names."""
+    if config.kind not in QFORMER_KINDS:
+        raise ValueError(f"qformer.kind={config.kind!r}; expected one of {sorted(QFORMER_KINDS)}")
+    return QFORMER_KINDS[config.kind](width, config)
 
 
 class CaptionHead(nn.Module):

@@ -17,6 +17,12 @@ Where the per-unit costs come from (`Rates`, one per platform):
 - measured (`qvidcap.planning.gpu_check`): seconds per unit timed on a GPU, then the same plan.
 
 The default plan must leave `Assumptions.margin` of the 12-hour session free (tests/test_budget.py).
+
+Self-critical training (`qvidcap train-scst`, `scst.*`) is an optional stage: its rows are always listed,
+counted like the others (per step `scst.batch_clips` clips × `scst.num_samples` sampled captions with the
+KV cache, one forward and backward over those samples, the all-reduce, greedy validation captions each
+epoch, and the SCST checkpoint's own evaluation), but they enter the total only when `scst.enabled` is
+true. `scst_fits` says whether the plan still fits with them; the GPU profiles keep the stage off.
 """
 from __future__ import annotations
 
@@ -331,6 +337,9 @@ class Rates:
     beam_clip_s: float  # one clip captioned at generation.num_beams, generation.max_new_tokens, batched
     greedy_clip_s: float  # one clip captioned greedily (the quick CIDEr each epoch)
     how: dict[str, str] = field(default_factory=dict)  # field -> "measured ..." / "estimated ..."
+    # one SCST optimizer step on one GPU: scst.batch_clips clips x scst.num_samples sampled captions (KV cache),
+    # then the forward and backward over those samples; 0 when not estimated (a measured plan leaves it out)
+    scst_step_s: float = 0.0
 
 
 def gpu_seconds(work: Counts, utilisation: float, assumptions: Assumptions) -> float:
@@ -366,6 +375,24 @@ def estimate_rates(m: Measurements, config: StudyConfig, platform: Platform,
         seconds = config.generation.max_new_tokens * gpu_seconds(token, a.training_utilisation, a)
         return (seconds + gpu_seconds(prefill, a.training_utilisation, a)) / batch
 
+    def scst_step() -> float:
+        """One SCST step: B clips x k samples drawn token by token with the KV cache (counted like beam
+        search at k beams, prefill included), then one forward + backward over the B*k sampled captions
+        (the training step's FLOPs scaled by rows and positions, its ops as counted)."""
+        sc = config.scst
+        clips, k = max(1, sc.batch_clips), max(1, sc.num_samples)
+        tokens = sc.max_new_tokens or config.generation.max_new_tokens
+        counted = k if k in m.generation_step else max(m.generation_step)
+        counted_factor = 1.0 if m.generation_experts == config.decoder.experts_implementation else factor
+        row_flops = m.forward_step.total().flops / (m.train_batch * TRAIN_POSITIONS)
+        token = Counts(row_flops * clips * k, m.generation_step[counted].total(12, counted_factor).ops)
+        prefill = Counts(row_flops * clips * PREFIX_POSITIONS, forward.ops)
+        sampling = tokens * gpu_seconds(token, a.training_utilisation, a) + gpu_seconds(prefill, a.training_utilisation, a)
+        rows = clips * k * (PREFIX_POSITIONS + tokens) / (m.train_batch * TRAIN_POSITIONS)  # vs the counted step
+        full_step = m.train_step.total(12, factor)
+        gradient = gpu_seconds(Counts(full_step.flops * rows, full_step.ops), a.training_utilisation, a)
+        return sampling + gradient
+
     ops_note = (f", MoE ops x{a.grouped_mm_op_factor:.2f} for grouped_mm (CPU count; GPU assumed)" if grouped else "")
     est = f"estimated: counted on CPU, T4 at {{:.0%}} of 65 TFLOP/s + {a.op_overhead_s * 1e6:.0f} µs/op"
     return Rates(
@@ -387,7 +414,10 @@ def estimate_rates(m: Measurements, config: StudyConfig, platform: Platform,
              "allreduce_s": f"assumed: {a.allreduce_bytes_per_s / 1e9:g} GB/s over PCIe",
              "forward_s": est.format(a.training_utilisation) + ops_note,
              "beam_clip_s": est.format(a.training_utilisation) + ops_note,
-             "greedy_clip_s": est.format(a.training_utilisation) + ops_note})
+             "greedy_clip_s": est.format(a.training_utilisation) + ops_note,
+             "scst_step_s": est.format(a.training_utilisation) + ops_note
+             + "; sampling counted like beam search at k beams, backward like a training step at B×k rows"},
+        scst_step_s=scst_step())
 
 
 # ---------------------------------------------------------------- the plan
@@ -412,6 +442,10 @@ class Stage:
     hours: float
     work: str  # the units of work, in words
     how: str  # measured / estimated, and the method
+    optional: bool = False  # listed, but not in the total (self-critical training while scst.enabled is false)
+
+
+SCST_PREFIX = "self-critical training"  # the optional stage's rows start with this
 
 
 def plan_stages(config: StudyConfig, rates: Rates, platform: Platform,
@@ -459,12 +493,52 @@ def plan_stages(config: StudyConfig, rates: Rates, platform: Platform,
               systems * eval_clips * rates.beam_clip_s / platform.gpus * h,
               f"{eval_clips:,} {eval_split} clips × {systems}, sharded over {platform.gpus} GPU(s)", how["beam_clip_s"]),
         Stage("evaluation: scoring and blind baseline (CPU)", a.scoring_h, "", "assumed"),
+        *scst_stages(config, rates, platform),
+    ]
+
+
+def scst_stages(config: StudyConfig, rates: Rates, platform: Platform) -> list[Stage]:
+    """The optional self-critical stage: its steps, its greedy validation each epoch, and the beam captions
+    of its checkpoint in evaluation (06 scores it beside the CE checkpoint). Optional unless `scst.enabled`."""
+    sc, t, g = config.scst, config.train, config.generation
+    h, optional = 1 / 3600, not sc.enabled
+    switch = "scst.enabled=true" if sc.enabled else "off: scst.enabled=false, not in the total"
+    train_clips, val_all = split_clips(config, "train"), split_clips(config, "validation")
+    steps = math.ceil(train_clips / (max(1, sc.batch_clips) * platform.gpus)) * sc.epochs  # per GPU
+    quick = min(t.eval_clips, val_all) * sc.epochs
+    eval_split = config.eval.split if config.eval.split in VATEX_SPLIT_CLIPS else "public_test"
+    eval_clips = split_clips(config, eval_split)
+    eval_clips = min(config.eval.max_clips, eval_clips) if config.eval.max_clips > 0 else eval_clips
+    how = rates.how.get("scst_step_s", "not estimated")
+    return [
+        Stage(f"{SCST_PREFIX}: {sc.epochs} epochs × {sc.num_samples} samples per clip ({switch})",
+              steps * (rates.scst_step_s + rates.allreduce_s) * h,
+              f"{steps:,} steps of {sc.batch_clips} clips × {sc.num_samples} samples per GPU on {platform.gpus} GPU(s)",
+              how + "; all-reduce " + rates.how.get("allreduce_s", ""), optional),
+        Stage(f"{SCST_PREFIX}: quick CIDEr each epoch (greedy)", quick * rates.greedy_clip_s * h,
+              f"{min(t.eval_clips, val_all):,} clips × {sc.epochs} epochs, rank 0", rates.how.get("greedy_clip_s", ""),
+              optional),
+        Stage(f"{SCST_PREFIX}: evaluation of its checkpoint ({g.num_beams}-beam captions)",
+              eval_clips * rates.beam_clip_s / platform.gpus * h,
+              f"{eval_clips:,} {eval_split} clips, sharded over {platform.gpus} GPU(s)", rates.how.get("beam_clip_s", ""),
+              optional),
     ]
 
 
 def total_hours(stages: list[Stage]) -> float:
-    """Extraction counts once (its two rows overlap); every other stage adds."""
-    return sum(s.hours for s in stages if not s.name.startswith("extraction:"))
+    """Extraction counts once (its two rows overlap); every other stage adds, optional ones excepted."""
+    return sum(s.hours for s in stages if not s.name.startswith("extraction:") and not s.optional)
+
+
+def scst_hours(config: StudyConfig, rates: Rates, platform: Platform) -> float:
+    """Hours the optional self-critical stage adds (training, its validation, its evaluation)."""
+    return sum(s.hours for s in scst_stages(config, rates, platform))
+
+
+def scst_fits(config: StudyConfig, rates: Rates, platform: Platform, assumptions: Assumptions = Assumptions()) -> bool:
+    """Whether the plan with self-critical training switched on stays inside the session limit."""
+    on = replace(config, scst=replace(config.scst, enabled=True))
+    return fits(on, rates, platform, assumptions)
 
 
 def plan_table(config: StudyConfig, rates: dict[str, Rates], assumptions: Assumptions = Assumptions(),
@@ -476,8 +550,9 @@ def plan_table(config: StudyConfig, rates: dict[str, Rates], assumptions: Assump
     columns = {}
     for key, r in rates.items():
         stages = plan_stages((configs or {}).get(key, config), r, PLATFORMS[key], assumptions)
-        col = {s.name: s.hours for s in stages}
+        col = {(f"{s.name} [optional]" if s.optional else s.name): s.hours for s in stages}
         col["total"] = total_hours(stages)
+        col["total with self-critical training"] = total_hours(stages) + sum(s.hours for s in stages if s.optional)
         col[f"session limit with {assumptions.margin:.0%} margin"] = SESSION_HOURS * (1 - assumptions.margin)
         columns[PLATFORMS[key].name] = col
     return pd.DataFrame(columns).round(2)
@@ -491,9 +566,16 @@ def markdown_plan(config: StudyConfig, rates: Rates, platform: Platform, assumpt
     """The plan as a markdown table: stage, hours, work, how the figure was obtained."""
     stages = plan_stages(config, rates, platform, assumptions)
     lines = [f"| stage ({platform.name}) | hours | work | how |", "|---|---:|---|---|"]
-    lines += [f"| {s.name} | {s.hours:.2f} | {s.work} | {s.how} |" for s in stages]
-    lines.append(f"| **total** | **{total_hours(stages):.2f}** | | ≤ {SESSION_HOURS * (1 - assumptions.margin):.1f} h "
+    lines += [f"| {s.name} | {s.hours:.2f} | {s.work} | {s.how} |" for s in stages if not s.optional]
+    limit = SESSION_HOURS * (1 - assumptions.margin)
+    lines.append(f"| **total** | **{total_hours(stages):.2f}** | | ≤ {limit:.1f} h "
                  f"({assumptions.margin:.0%} of {SESSION_HOURS:.0f} h kept free) |")
+    optional = [s for s in stages if s.optional]
+    if optional:
+        lines += [f"| *optional:* {s.name} | {s.hours:.2f} | {s.work} | {s.how} |" for s in optional]
+        with_scst = total_hours(stages) + sum(s.hours for s in optional)
+        verdict = "fits" if with_scst <= limit else "does not fit"
+        lines.append(f"| *total with the optional stage* | *{with_scst:.2f}* | | {verdict} the {limit:.1f} h limit |")
     return "\n".join(lines)
 
 
@@ -520,7 +602,7 @@ def measurement_table(m: Measurements) -> pd.DataFrame:
         ("DETR-R50, one keyframe", m.detr_keyframe),
         ("CLIP ViT-B/32, one region", m.clip_region),
         (f"training step, batch {m.train_batch} (fwd + bwd, 12 layers, per-expert loop)", m.train_step.total()),
-        (f"  of which one MoE layer", m.train_step.moe_layer),
+        ("  of which one MoE layer", m.train_step.moe_layer),
         (f"forward only, batch {m.train_batch}", m.forward_step.total()),
         *[(f"one generated token, {m.generation_batch} clips × {b} beam(s), 12 layers", s.total())
           for b, s in m.generation_step.items()],

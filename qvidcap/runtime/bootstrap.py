@@ -9,7 +9,8 @@ notebook starts with the same call, `bootstrap(profile, overrides, mount_drive=.
 3. on Kaggle, brings back the outputs of an earlier version attached as input when this session has none;
 4. installs what a hosted runtime lacks (Java for the scorers, spaCy's pipeline, the offline sentence
    model of the default profile), never torch, jupyterlab or a notebook server;
-5. sets up the notebook (logging, plots, folders) and returns the config and environment.
+5. sets up the notebook (logging at WARNING, plots, table display, folders) and returns the config and
+   environment.
 
 What a notebook needs from the ones before it is checked by the stage that makes it (for instance
 `qvidcap.features.extract.ensure_features`), through `make_or_explain` below.
@@ -56,7 +57,8 @@ def bootstrap(profile: str = "", overrides: str = "", *, mount_drive: bool = Fal
     profile, overrides = resolve_choice(profile, overrides)
     config, env = setup_notebook(profile, overrides)  # logging is set up from here on
     if not given and (env.output_dir / SETUP_FILE).is_file():
-        logger.info("profile %r and overrides %r from %s (notebook 00)", profile, overrides, env.output_dir / SETUP_FILE)
+        # warnings, like the two below: a notebook shows WARNING and above, and these say where its inputs come from
+        logger.warning("profile %r and overrides %r from %s (notebook 00)", profile, overrides, env.output_dir / SETUP_FILE)
     if kind == "kaggle":
         restore_earlier_outputs(env)
     if install and kind != "local":
@@ -64,7 +66,7 @@ def bootstrap(profile: str = "", overrides: str = "", *, mount_drive: bool = Fal
     if remember:
         remember_choice(config, env, overrides)
     if kind == "colab" and not mount_drive and not str(env.output_dir).startswith(str(env_module.COLAB_CONTENT / "drive")):
-        logger.info("outputs go to %s and end with this runtime; set mount_drive = True to keep them on Google Drive",
+        logger.warning("outputs go to %s and end with this runtime; set mount_drive = True to keep them on Google Drive",
                     env.output_dir)
     return config, env
 
@@ -72,7 +74,7 @@ def bootstrap(profile: str = "", overrides: str = "", *, mount_drive: bool = Fal
 def mount_google_drive(kind: str) -> Path | None:
     """Mount Drive at `<content>/drive` on Colab (interactive the first time); elsewhere say it does nothing."""
     if kind != "colab":
-        logger.info("mount_drive only applies on Colab; this runtime is %s", kind)
+        logger.warning("mount_drive only applies on Colab; this runtime is %s", kind)
         return None
     from google.colab import drive
 
@@ -125,7 +127,7 @@ def make_or_explain(config: StudyConfig, what: str, how: str, make: Callable[[],
     `what` names the missing thing in a few words, `how` the one call (or notebook) that makes it.
     """
     if config.profile == DEFAULT_PROFILE:
-        logger.info("%s: missing, so this notebook makes it now (%s)", what, how)
+        logger.warning("%s: missing, so this notebook makes it now (%s)", what, how)
         return make()
     raise MissingInputError(f"{what} is missing: run {how} first (on this runtime, or attach its outputs)")
 
@@ -144,7 +146,7 @@ def restore_earlier_outputs(env: Environment) -> int:
     if earlier is None:
         return 0
     restored = copy_outputs(earlier, env.output_dir)
-    logger.info("restored %d files of an earlier version's outputs from %s", restored.copied, earlier)
+    logger.warning("restored %d files of an earlier version's outputs from %s", restored.copied, earlier)
     return restored.copied
 
 

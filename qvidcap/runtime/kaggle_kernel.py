@@ -3,7 +3,7 @@
 `write` makes a folder holding `kernel-metadata.json` (two T4s, internet on, the VATEX datasets
 attached) and one notebook that installs the kit and runs the study on the `kaggle` profile, writing
 everything under /kaggle/working: notebooks 00-02, then extraction and training as two-process
-`accelerate launch` steps (one per T4), then notebooks 03-08, which find that work stored and skip it.
+`accelerate launch` steps (one per T4), then notebooks 03-09, which find that work stored and skip it.
 Every step honours one deadline, 11.25 h after the notebook's first cell, so the version ends
 normally and its outputs are kept. `push` hands the folder to `kaggle kernels push`; pushed with
 `--resume-from OWNER/KERNEL`, the new version attaches the earlier one's outputs, finds them in
@@ -78,7 +78,7 @@ def kernel_steps() -> list[str]:
     return [study_command("00", "02"),
             f"{TWO_GPUS} extract --profile kaggle",
             f"{TWO_GPUS} train --profile kaggle",
-            study_command("03", "08")]
+            study_command("03", "09")]
 
 
 def study_notebook(resume_from: str = "", kernel_id: str = "") -> nbformat.NotebookNode:
@@ -88,7 +88,7 @@ def study_notebook(resume_from: str = "", kernel_id: str = "") -> nbformat.Noteb
     cells = [
         new_markdown_cell(f"# QVidCap on VATEX (Kaggle, 2x T4)\n\n{links.badges('00_setup.ipynb')}\n\n"
                           "Installs the kit without touching Kaggle's torch, then runs notebooks 00-02, extraction "
-                          "and training on both GPUs (`accelerate launch --num_processes 2`), and notebooks 03-08 "
+                          "and training on both GPUs (`accelerate launch --num_processes 2`), and notebooks 03-09 "
                           f"on the `kaggle` profile. Everything stops cleanly {DEADLINE_HOURS} h after this "
                           "notebook starts; outputs land in `/kaggle/working/outputs`."),
         new_code_cell(f"import os, subprocess, sys, time\n"

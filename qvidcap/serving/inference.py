@@ -9,6 +9,10 @@ Every result records the seconds spent in each stage.
 
 A video much longer than the training clips (VATEX clips last 10 s) is captioned window by window
 (`caption_windows`): each window decodes only its own frames.
+
+A checkpoint only knows the data it was trained on: `trained_on` reads it from the checkpoint's config
+(`data.source`, the clip count where the config fixes it) and says in one sentence what that means for
+its captions; `qvidcap caption`, the API's JSON (`trained_on`) and notebook 08 show it.
 """
 from __future__ import annotations
 
@@ -60,6 +64,53 @@ class Caption:
                 "end_seconds": round(self.end_seconds, 3), "timings": self.timings.to_dict()}
 
 
+VATEX_TRAIN_CLIPS = 25_991  # clips of VATEX's training split (a Kaggle copy may lack some videos)
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """Which data a checkpoint was trained on, from its config, and what that means for its captions."""
+
+    dataset: str  # the checkpoint's data.source: "mini" (the built-in generated dataset) or "vatex"
+    train_clips: int | None  # training clips, when the config fixes the number; None = the split as found
+    may_be_mini: bool = False  # data.source is vatex but data.fallback_to_mini was on: it may have used mini
+
+    def sentence(self) -> str:
+        """One plain sentence (two for a VATEX config that allowed the fallback)."""
+        if self.dataset == "mini":
+            clips = f"{self.train_clips:,} " if self.train_clips else ""
+            return (f"This checkpoint was trained on the built-in mini dataset ({clips}generated clips of moving coloured "
+                    "shapes), not on VATEX: it describes every video, real footage included, as coloured shapes that "
+                    "move, grow or shrink, so its captions of a real video say nothing true about the scene.")
+        if self.dataset == "vatex":
+            clips = (f"at most {self.train_clips:,} training clips" if self.train_clips
+                     else f"its training split, up to {VATEX_TRAIN_CLIPS:,} clips")
+            text = (f"This checkpoint was trained on VATEX ({clips} of YouTube videos of human activities, "
+                    "ten English captions each): it describes people and what they do, in VATEX's style, and knows "
+                    "nothing outside those activities.")
+            if self.may_be_mini:
+                text += (" Its config allowed the fallback to the mini dataset (data.fallback_to_mini), so if VATEX "
+                         "could not be had it learned coloured shapes instead; its training log says which.")
+            return text
+        return (f"This checkpoint was trained on data.source={self.dataset!r}, which the kit does not know; "
+                "its captions describe whatever that data showed.")
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "train_clips": self.train_clips, "note": self.sentence()}
+
+
+def trained_on(config: StudyConfig) -> TrainedOn:
+    """The data a checkpoint was trained on, read from the config it carries."""
+    data = config.data
+    if data.source == "mini":
+        clips = data.mini_train_clips
+        if data.max_clips_per_split > 0:
+            clips = min(clips, data.max_clips_per_split)
+        return TrainedOn("mini", clips)
+    clips = data.max_clips_per_split if data.max_clips_per_split > 0 else None
+    return TrainedOn(data.source, clips, may_be_mini=data.source == "vatex" and data.fallback_to_mini)
+
+
 @dataclass
 class _Decoded:
     """A sampled clip waiting for the models, with what the caption will report about it."""
@@ -84,6 +135,11 @@ class CaptionPipeline:
         self.config = config
         self.device = device
         self._model_lock = threading.Lock()
+
+    @property
+    def trained_on(self) -> TrainedOn:
+        """Which data the checkpoint was trained on (its config's data.source) and what that means."""
+        return trained_on(self.config)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> "CaptionPipeline":
@@ -259,6 +315,7 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
         print(f"qvidcap caption: {e}", file=sys.stderr)
         return 2
     apply_decode_bounds(pipeline.config.sampling, config.sampling)  # --set sampling.max_*; sizes stay the checkpoint's
+    print(f"qvidcap caption: {pipeline.trained_on.sentence()}", file=sys.stderr)  # once, apart from the captions
     results: list[dict] = []
     failures = 0
     for path in args.videos:

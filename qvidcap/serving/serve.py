@@ -4,7 +4,9 @@ One `CaptionPipeline` (model, tokenizer, extractors loaded once) serves every re
 serialises the model calls itself, so concurrent requests decode in parallel and never mix results.
 The app is served by waitress, never by Flask's development server, on 127.0.0.1 unless told otherwise.
 Every error, waitress's own (bad request line, bad Content-Length, oversized headers) and 404 and 500
-included, is answered as JSON `{"error": ..., "message": ...}`.
+included, is answered as JSON `{"error": ..., "message": ...}`. A caption is answered as
+`{"caption", "timings", "trained_on"}`: `trained_on` says which data the checkpoint learned
+(`dataset`, `train_clips`, and a `note` on what that means for its captions; `inference.trained_on`).
 
 What one request may take is bounded (`ServeConfig`): the body (`max_upload_mb`, refused on its
 Content-Length before it is read, a chunked body cut off at the limit), the clip (the decode bounds
@@ -103,6 +105,9 @@ def create_app(pipeline: Captioner, serve_config: ServeConfig, sampling: Samplin
     logger.info("%d upload(s) at once, %d decode(s) at once (%.0f MiB each of serve.decode_memory_mb=%g), "
                 "%g s per request", limits.upload_slots, limits.decode_slots, limits.decode_bytes / 2**20,
                 serve_config.decode_memory_mb, limits.timeout_s)
+    trained = _trained_on(pipeline)
+    if trained is not None:
+        logger.info("%s", trained["note"])
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = request_body_limit(serve_config)
     app.json.sort_keys = False
@@ -182,7 +187,7 @@ def create_app(pipeline: Captioner, serve_config: ServeConfig, sampling: Samplin
         finally:
             if not handed_over:
                 received.path.unlink(missing_ok=True)
-        return jsonify(_response(result))
+        return jsonify(_response(result, trained))
 
     def _left(started: float) -> float:
         return max(0.0, limits.timeout_s - (time.monotonic() - started))
@@ -290,9 +295,21 @@ def run_server(app, serve_config: ServeConfig) -> None:
         app.limits.workers.shutdown(wait=False, cancel_futures=True)
 
 
-def _response(result: "Caption") -> dict:
-    """What a client sees: the caption and the seconds per stage, never the server-side path."""
-    return {"caption": result.caption, "timings": result.timings.to_dict()}
+def _response(result: "Caption", trained_on: dict | None = None) -> dict:
+    """What a client sees: the caption, the seconds per stage and, when known, which data the checkpoint
+    was trained on (`trained_on`: dataset, train_clips, note); never the server-side path."""
+    answer = {"caption": result.caption, "timings": result.timings.to_dict()}
+    if trained_on is not None:
+        answer["trained_on"] = trained_on
+    return answer
+
+
+def _trained_on(pipeline: Captioner) -> dict | None:
+    """`TrainedOn.to_dict()` of a pipeline that carries its checkpoint's config; None for one that does not."""
+    from qvidcap.serving.inference import trained_on
+
+    config = getattr(pipeline, "config", None)
+    return trained_on(config).to_dict() if isinstance(config, StudyConfig) else None
 
 
 # ---------------------------------------------------------------- the `qvidcap serve` command

@@ -7,6 +7,10 @@
 algorithm on the cost 1 − cosine (padded phrases never take part) and is 1 − the mean cosine over the
 matched pairs of the whole batch. The matching itself is not differentiated; the cosines of the matched
 pairs are.
+
+Ablations: a head switched off (`heads.object_head=false`, ...) has no output, so its loss is not computed
+and not in the total (its logged component is 0). A loss whose weight is 0 (the "no auxiliary losses"
+variant) is computed without gradient, for the log only, and is not in the total either.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from scipy.optimize import linear_sum_assignment
 
 @dataclass
 class LossOutput:
-    """The weighted total (what backward sees) and each unweighted component (what the log shows)."""
+    """The weighted total (what backward sees) and each unweighted component (what the log shows; 0 for a
+    head switched off)."""
 
     total: torch.Tensor
     caption: torch.Tensor
@@ -74,17 +79,31 @@ def global_cosine_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.
 def compute_losses(output, batch: dict, train_config) -> LossOutput:
     """Combine the model's caption loss with the auxiliary losses, weighted by `train_config.*_weight`.
 
-    `output` is a `CaptionerOutput` (caption_loss, object_embeds, action_embeds, global_embed);
-    `batch` holds the text targets the collate function made.
+    `output` is a `CaptionerOutput` (caption_loss, object_embeds, action_embeds, global_embed; an embedding
+    is None when its head is switched off); `batch` holds the text targets the collate function made.
     """
     caption = output.caption_loss.float()
-    objects = hungarian_cosine_loss(output.object_embeds, batch["object_targets"], batch["object_target_mask"])
-    actions = hungarian_cosine_loss(output.action_embeds, batch["action_targets"], batch["action_target_mask"])
-    global_ = global_cosine_loss(output.global_embed, batch["global_target"])
-    total = (train_config.caption_weight * caption + train_config.object_weight * objects
-             + train_config.action_weight * actions + train_config.global_weight * global_)
-    return LossOutput(total=total, caption=caption.detach(), object=objects.detach(),
-                      action=actions.detach(), global_=global_.detach())
+    total = train_config.caption_weight * caption
+    auxiliary = {
+        "object": (train_config.object_weight, output.object_embeds,
+                   lambda x: hungarian_cosine_loss(x, batch["object_targets"], batch["object_target_mask"])),
+        "action": (train_config.action_weight, output.action_embeds,
+                   lambda x: hungarian_cosine_loss(x, batch["action_targets"], batch["action_target_mask"])),
+        "global": (train_config.global_weight, output.global_embed,
+                   lambda x: global_cosine_loss(x, batch["global_target"])),
+    }
+    parts = {}
+    for name, (weight, embeds, loss_of) in auxiliary.items():
+        if embeds is None:  # the head is switched off: nothing to compare, nothing in the total
+            parts[name] = caption.new_zeros(())
+        elif weight == 0:  # weighted out: logged, not trained on
+            with torch.no_grad():
+                parts[name] = loss_of(embeds.detach())
+        else:
+            parts[name] = loss_of(embeds)
+            total = total + weight * parts[name]
+    return LossOutput(total=total, caption=caption.detach(), object=parts["object"].detach(),
+                      action=parts["action"].detach(), global_=parts["global"].detach())
 
 
 def _cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
