@@ -106,3 +106,13 @@ def test_the_ablation_switches_default_to_the_full_model():
     assert config.qformer.kind == "qformer" and "full" in config.ablation.variants
     assert "lora_decoder" in load_config("kaggle").ablation.variants
     assert "lora_decoder" not in config.ablation.variants
+
+
+def test_changed_settings_are_the_overrides_that_rebuild_the_config():
+    from qvidcap.config import changed_settings
+
+    config = load_config("smoke", {"train.lr": 1e-3, "ablation.seeds": (1, 2), "heads.object_head": False})
+    changed = changed_settings(config)
+    assert changed == {"train.lr": 1e-3, "ablation.seeds": (1, 2), "heads.object_head": False}
+    assert load_config("smoke", changed) == config and changed_settings(load_config("smoke")) == {}
+    assert changed_settings(config, base=config) == {}

@@ -39,3 +39,27 @@ def test_each_run_gets_exactly_the_settings_that_differ_from_the_defaults():
     config = load_config("smoke", "train.epochs=3 decoder.word_dropout=0.5 data.kaggle_datasets=a/b,c/d")
     assert _config_overrides(config) == {"train.epochs": 3, "decoder.word_dropout": 0.5, "data.kaggle_datasets": "a/b,c/d"}
     assert _config_overrides(load_config("smoke")) == {}
+
+
+def test_a_failed_run_says_why_and_keeps_the_rows_already_written(tmp_path, monkeypatch):
+    import argparse
+    import subprocess
+
+    from qvidcap.bench import signal
+
+    config = load_config("smoke", {"paths.output_dir": str(tmp_path), "paths.data_dir": str(tmp_path / "data")})
+    rows = tmp_path / "bench" / "signal.jsonl"
+    rows.parent.mkdir(parents=True)
+    rows.write_text(json.dumps(_row(0, 1, 90.0, 80.0)) + "\n")
+    calls = []
+
+    def failing(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr="loading\nOSError: the cache vanished\n")
+
+    monkeypatch.setattr(signal.subprocess, "run", failing)
+    args = argparse.Namespace(one=None, tag="", seeds="0,1", threads="1")
+    with pytest.raises(RuntimeError, match=r"seed 1 with 1 threads failed \(exit 1\)[\s\S]*OSError: the cache vanished"):
+        signal.main(args, config)
+    assert len(calls) == 1 and calls[0][-2:] == ["1", "1"]  # seed 0 was already done
+    assert read_rows(rows, "") == [_row(0, 1, 90.0, 80.0)]

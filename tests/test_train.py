@@ -284,6 +284,8 @@ def test_without_a_validation_split_train_clips_are_held_out_to_pick_the_best(tm
     held = set(data.validation_references)
     assert len(held) == 1 and held <= {r.video_id for r in records}
     assert not held & {v for v, _ in data.train.samples} and len(data.train) == 19 * 3
+    # the targets are centred on the 19 training clips' captions (3 each), not on the held-out clip's
+    assert data.text_targets.meta["centred_on_captions"] == 19 * 3 and data.text_targets.built is not None
     result = train(config, local_env(tmp_path), data=data)
     assert result.history["val_loss"].notna().all() and "quick_cider" in result.history and result.best is not None
 

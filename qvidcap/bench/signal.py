@@ -114,9 +114,14 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
             if (seed, threads) in done:
                 continue
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-            out = subprocess.run([sys.executable, "-m", "qvidcap.cli", "bench", *overrides, "signal",
-                                  "--tag", args.tag, "--one", str(seed), str(threads)],
-                                 env=env, check=True, capture_output=True, text=True).stdout
+            done_run = subprocess.run([sys.executable, "-m", "qvidcap.cli", "bench", *overrides, "signal",
+                                       "--tag", args.tag, "--one", str(seed), str(threads)],
+                                      env=env, capture_output=True, text=True)
+            if done_run.returncode != 0:  # say why, and keep the runs already written
+                tail = "\n".join(done_run.stderr.strip().splitlines()[-15:])
+                raise RuntimeError(f"the run of seed {seed} with {threads} threads failed (exit {done_run.returncode}); "
+                                   f"the rows already in {path} are kept and a rerun skips them. Its last lines:\n{tail}")
+            out = done_run.stdout
             row = json.loads(out.strip().splitlines()[-1])
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -131,8 +136,6 @@ def main(args: argparse.Namespace, config: StudyConfig) -> int:
 
 def _config_overrides(config: StudyConfig) -> dict:
     """The settings of `config` that differ from the defaults, to hand to each run's process."""
-    from qvidcap.config import _flatten
+    from qvidcap.config import changed_settings
 
-    default, mine = _flatten(StudyConfig().to_dict()), _flatten(config.to_dict())
-    return {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-            for k, v in mine.items() if default.get(k) != v}
+    return {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in changed_settings(config).items()}

@@ -24,13 +24,14 @@ def feature_widths(config: StudyConfig) -> dict[str, int]:
 
     Linked widths (`config.heads.*_dim`, filled from a store) win; otherwise the named backbone's width, or the
     random backbone's (`features.random_size`: "small" = `features.small_hidden_size`, "base" = VideoMAE-base
-    and ViT-B-32).
+    and ViT-B-32); the motion width times the `features.temporal_grid` cells.
     """
     f, h = config.features, config.heads
     temporal = next((w for key, w in TEMPORAL_WIDTHS.items() if key in f.temporal_model), 0) if f.temporal_model else 0
     clip = CLIP_WIDTHS.get(f.clip_model, 0) if f.clip_model else 0
     if not f.temporal_model:
         temporal = 768 if f.random_size == "base" else f.small_hidden_size
+    temporal *= f.temporal_grid ** 2  # the g x g cells sit side by side in one vector
     if not f.clip_model:
         clip = 512 if f.random_size == "base" else f.small_hidden_size
     return {"temporal": h.temporal_dim or temporal, "object": h.object_dim or clip, "context": h.context_dim or clip}

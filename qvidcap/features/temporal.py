@@ -44,7 +44,7 @@ class TemporalExtractor:
     """VideoMAE (no masking) over (K, F, S, S, 3) uint8 windows -> (K, T, Dt), T = F / tubelet size."""
 
     def __init__(self, model, name: str, device: str, dtype: torch.dtype,
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD, grid: int = 1):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.name = name  # pretrained name or local path; "" = random weights
         self.device, self.dtype = device, dtype
@@ -55,6 +55,10 @@ class TemporalExtractor:
         self.mean = torch.tensor(self.mean_values, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
         self.std = torch.tensor(self.std_values, device=device, dtype=dtype).view(1, 1, 3, 1, 1)
         self.digest = "" if name else state_digest(model)
+        side = self.image_size // self.patch_size
+        if grid < 1 or side % grid:
+            raise ValueError(f"features.temporal_grid must divide the {side}x{side} patch grid, got {grid}")
+        self.grid = grid  # tokens are averaged over g x g cells of the patch grid, not all of space
 
     @classmethod
     def build(cls, features: FeatureConfig, sampling: SamplingConfig, device: str, dtype: torch.dtype,
@@ -75,7 +79,7 @@ class TemporalExtractor:
                 torch.manual_seed(0)
                 model = VideoMAEModel(videomae_config(features, sampling))
             name = ""
-        extractor = cls(model, name, device, dtype, mean, std)
+        extractor = cls(model, name, device, dtype, mean, std, features.temporal_grid)
         extractor.check_sampling(sampling)
         return extractor
 
@@ -88,7 +92,8 @@ class TemporalExtractor:
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        """Dt: the hidden size times the g x g cells kept side by side."""
+        return int(self.model.config.hidden_size) * self.grid ** 2
 
     @property
     def steps(self) -> int:
@@ -97,14 +102,16 @@ class TemporalExtractor:
 
     @torch.inference_mode()
     def __call__(self, windows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-        """(K, F, S, S, 3) uint8 windows -> (K, T, Dt) float32 (tokens averaged over space)."""
+        """(K, F, S, S, 3) uint8 windows -> (K, T, Dt) float32 (tokens averaged over each of g x g cells of space)."""
         outputs = []
         for chunk in windows.split(batch_size):
             x = chunk.to(self.device, non_blocking=True).permute(0, 1, 4, 2, 3).to(self.dtype) / 255  # (k, F, 3, S, S)
             x = (x - self.mean) / self.std
-            hidden = self.model(pixel_values=x).last_hidden_state  # (k, T * h * w, Dt)
+            hidden = self.model(pixel_values=x).last_hidden_state  # (k, T * h * w, H)
             k, _, dim = hidden.shape
-            hidden = hidden.view(k, self.steps, -1, dim).mean(dim=2)  # (k, T, Dt)
+            side, g = self.image_size // self.patch_size, self.grid
+            hidden = hidden.view(k, self.steps, g, side // g, g, side // g, dim).mean(dim=(3, 5))  # (k, T, g, g, H)
+            hidden = hidden.flatten(2)  # (k, T, Dt) with Dt = g * g * H
             outputs.append(hidden.float().cpu())
         return torch.cat(outputs)
 
@@ -117,5 +124,5 @@ class TemporalExtractor:
         config = self.model.config
         return {"class": "VideoMAEModel", "name": self.name, "dim": self.dim, "weights": self.digest or "pretrained",
                 "num_frames": self.num_frames, "image_size": self.image_size, "tubelet_size": self.tubelet_size,
-                "hidden_size": config.hidden_size, "layers": config.num_hidden_layers,
+                "hidden_size": config.hidden_size, "layers": config.num_hidden_layers, "grid": self.grid,
                 "mean": list(self.mean_values), "std": list(self.std_values)}

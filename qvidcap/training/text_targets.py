@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class TextTargets:
         self.action_index = action_index  # (C, K) rows of its verbs, -1 = padding
         self.meta = meta  # key, models, backend, timings
         self._row = {caption: i for i, caption in enumerate(captions)}
+        self.built: TextTargets | None = None  # set on centred targets: the targets as the sentence model made them
 
     @property
     def embed_dim(self) -> int:
@@ -83,6 +85,33 @@ class TextTargets:
             action_embeds=self.embeddings[actions[actions >= 0]].float(),
         )
 
+    def centred(self, captions: list[str]) -> "TextTargets":
+        """The same targets with each kind's mean direction over `captions` removed, then re-normalised.
+
+        Sentence embeddings are anisotropic (Ethayarajh, 2019): on the mini dataset a caption's cosine to
+        the mean caption embedding is about 0.6, so a head that outputs one constant vector already earns
+        most of the cosine reward and learns nothing about its clip; with the mean removed, a constant scores
+        about 0 and only clip-specific content pays (the centring half of Su et al., 2021's whitening).
+        Captions, noun phrases and verbs each get their own mean, taken over the rows `captions` (the training
+        captions) use, and removed from every row of that kind, so validation targets move with them. A row of
+        two kinds (a caption that is one noun phrase) ends centred as a caption."""
+        rows = torch.tensor([self._row[c] for c in captions if c in self._row], dtype=torch.long)
+        if rows.numel() == 0:
+            raise ValueError("centring needs at least one caption that has text targets")
+        original = self.embeddings.float()  # (U, E)
+        embeddings = original.clone()
+        for index in (self.action_index, self.object_index, self.global_index):
+            used = index[rows][index[rows] >= 0].unique()  # rows of this kind the training captions use
+            every = index[index >= 0].unique()  # rows of this kind any caption uses
+            if used.numel():
+                mean = original[used].mean(dim=0)  # (E,)
+                embeddings[every] = torch.nn.functional.normalize(original[every] - mean, dim=-1)
+        meta = {**self.meta, "centred_on_captions": int(rows.numel())}
+        centred = TextTargets(self.captions, self.strings, embeddings.half(), self.token_ids, self.global_index,
+                              self.object_index, self.action_index, meta)
+        centred.built = self
+        return centred
+
     def phrases(self, caption: str) -> tuple[list[str], list[str]]:
         """The noun phrases and verbs found in `caption` (for showing the split in a notebook)."""
         row = self._row[caption]
@@ -90,9 +119,12 @@ class TextTargets:
                 [self.strings[i] for i in self.action_index[row].tolist() if i >= 0])
 
     def save(self, directory: Path) -> None:
-        """Write into `directory` through a temporary sibling and a rename, so a cut run leaves no half cache."""
+        """Write into `directory` through a temporary sibling and a rename, so a cut run leaves no half cache.
+
+        The sibling is this process's own: two processes that build the same targets at once (two benchmark
+        runs started together) each write a whole copy, and whichever renames second keeps the first's."""
         directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
+        tmp = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_file({"embeddings": self.embeddings.contiguous(), "token_ids": self.token_ids.contiguous(),
@@ -102,7 +134,12 @@ class TextTargets:
         (tmp / "strings.json").write_text(json.dumps(self.strings))
         (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2))
         shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
+        try:
+            tmp.rename(directory)
+        except OSError:  # another process renamed its copy into place between the two lines above
+            if not (directory / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, directory: Path) -> "TextTargets":
@@ -217,3 +254,24 @@ def build_text_targets(captions: list[str], config: StudyConfig, tokenizer, cach
     if directory is not None:
         targets.save(directory)
     return targets
+
+
+def constant_guess_cosine(targets: TextTargets, captions: list[str]):
+    """Per kind (caption, noun phrase, verb): the mean cosine a head earns by always answering the mean direction
+    of the targets `captions` use, as built and (for centred targets) as trained on. One row per kind."""
+    import pandas as pd
+
+    built = targets.built or targets
+    versions = (("as built", built), ("centred", targets)) if targets.built is not None else (("as built", built),)
+    rows = torch.tensor([built._row[c] for c in captions if c in built._row], dtype=torch.long)
+    table = []
+    for kind, index in (("caption (GlobalHead)", built.global_index), ("noun phrase (ObjectHead)", built.object_index),
+                        ("verb (ActionHead)", built.action_index)):
+        used = index[rows][index[rows] >= 0].unique()
+        row = {"target": kind, "distinct strings": int(used.numel())}
+        for name, version in versions:
+            vectors = torch.nn.functional.normalize(version.embeddings[used].float(), dim=-1)  # (n, E)
+            guess = torch.nn.functional.normalize(vectors.mean(dim=0), dim=0)  # (E,)
+            row[f"cosine of one constant guess, {name}"] = round(float((vectors @ guess).mean()), 3)
+        table.append(row)
+    return pd.DataFrame(table).set_index("target")

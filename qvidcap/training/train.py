@@ -136,6 +136,8 @@ def prepare_training_data(config: StudyConfig, env: Environment, tokenizer=None,
     train_records, validation_with_features = hold_out_clips(
         [r for r in train_records if r.video_id in features], [r for r in validation_records if r.video_id in features],
         config.train.holdout_clips)
+    if config.text.center_targets:  # the mean of the captions the model trains on, held-out clips' left out
+        targets = targets.centred([c for r in train_records for c in r.captions])
     return assemble_training_data(config, train_records, validation_with_features, features, targets, tokenizer,
                                   dict(store.feature_dims), store_dir)
 
