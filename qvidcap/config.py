@@ -258,7 +258,8 @@ class AblationConfig:
         "full", "no_object_head", "no_action_head", "no_global_head", "no_aux_losses", "cross_attention", "fewer_queries")
     seeds: tuple[int, ...] = (0, 1, 2)  # the full model is trained once per seed; () = train.seed only
     # the default profile's schedule is sized by time (9 runs in about 2 minutes on 2 cores), not by what learns:
-    # measured, the default model needs about 8 epochs (1,500 steps) to stop giving one caption for every clip
+    # measured, the default model stops giving one caption for every clip within 2-3 epochs (375-560 steps;
+    # 6-7 epochs before the text targets were centred): these 112 steps leave every variant before that point
     epochs: int = 3  # epochs per variant; 0 = train.epochs (the main run's schedule)
     captions_per_epoch: int = 1  # captions drawn per clip per epoch; 0 = train.captions_per_epoch
     lr: float = 0.0  # peak learning rate of the variants; 0 = train.lr
