@@ -41,9 +41,9 @@ def extractors():
 def test_feature_shapes_and_dtypes(extractors, clips):
     features = extractors.extract(clips)
     assert [f.video_id for f in features] == ["a", "b"]
-    assert extractors.feature_dims == {"temporal": 4 * 32, "object": 32, "context": 32}  # 2 x 2 cells of 32
+    assert extractors.feature_dims == {"temporal": 32, "object": 32, "context": 32}
     for f in features:
-        assert f.temporal.shape == (2, 4 * 32) and f.temporal.dtype == torch.float16  # 4 frames / tubelet 2
+        assert f.temporal.shape == (2, 32) and f.temporal.dtype == torch.float16  # 4 frames / tubelet 2
         assert f.context.shape == (2, 32) and f.context.dtype == torch.float16
         torch.testing.assert_close(f.context.float().norm(dim=-1), torch.ones(2), atol=1e-2, rtol=0)
         p = f.num_objects
@@ -92,7 +92,7 @@ def test_one_window_per_keyframe_gives_one_step_per_keyframe(tmp_path):
     config = tiny_config(**{"sampling.temporal_windows": 2})
     path = write_video(tmp_path / "c.mp4", np.zeros((8, 32, 32, 3), np.uint8))
     features = build_extractors(config).extract([sample_clip(path, config.sampling)])
-    assert features[0].temporal.shape == (2, 4 * 32)
+    assert features[0].temporal.shape == (2, 32)
 
 
 def test_the_motion_grid_keeps_where_things_are_and_averages_to_the_one_vector_of_all_space():
@@ -103,7 +103,8 @@ def test_the_motion_grid_keeps_where_things_are_and_averages_to_the_one_vector_o
     frames = np.zeros((1, 4, 32, 32, 3), np.uint8)
     frames[:, :, :8, :8] = 255  # top-left patch of the 4 x 4 grid of 8-pixel patches, every frame
     windows = torch.from_numpy(frames)
-    config = tiny_config(**{"sampling.temporal_frames": 4, "sampling.temporal_size": 32})
+    config = tiny_config(**{"sampling.temporal_frames": 4, "sampling.temporal_size": 32, "features.small_patch_size": 8,
+                            "features.temporal_grid": 2})
     grid = TemporalExtractor.build(config.features, config.sampling, "cpu", torch.float32)
     whole = TemporalExtractor.build(dataclasses.replace(config.features, temporal_grid=1), config.sampling, "cpu", torch.float32)
     cells = grid(windows).view(1, 2, 2, 2, 32)  # (K, T, g, g, H)

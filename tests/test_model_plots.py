@@ -29,7 +29,7 @@ def test_the_gpu_profile_figure_shows_the_real_widths():
 
 def test_the_default_profile_figure_shows_its_small_widths_and_follows_overrides():
     text = _texts(plot_architecture(load_config("smoke")))
-    for label in ("motion (B, 8, 256)", "objects (B, 12, 64)", "prefix (B, 8, 96)", "E = 384", "small, random"):
+    for label in ("motion (B, 8, 64)", "objects (B, 12, 64)", "prefix (B, 8, 96)", "E = 384", "small, random"):
         assert label in text, label
     assert "1280" not in text and "1024" not in text
     changed = _texts(plot_architecture(load_config("smoke", "heads.hidden_size=128 qformer.num_queries=3")))
@@ -81,8 +81,7 @@ from qvidcap.features.plots import (clip_payload_bytes, feature_widths, objects_
 def test_feature_widths_and_the_vatex_projection_use_the_gpu_profiles_real_sizes():
     gpu = load_config("kaggle")
     assert feature_widths(gpu) == {"temporal": 768, "object": 512, "context": 512}
-    assert feature_widths(load_config("smoke")) == {"temporal": 4 * 64, "object": 64, "context": 64}  # 2 x 2 motion cells
-    assert feature_widths(load_config("smoke", "features.temporal_grid=1"))["temporal"] == 64
+    assert feature_widths(load_config("smoke")) == {"temporal": 64, "object": 64, "context": 64}
     assert stream_lengths(gpu.sampling, gpu.features) == {"T": 8, "N": 8, "P": 80}
     # 8 x 768 + 8 x 512 fp16 values, and 32 boxes of a 512-wide fp16 embedding plus 24 bytes each
     assert clip_payload_bytes(gpu, 32) == 2 * 8 * 768 + 2 * 8 * 512 + 32 * (2 * 512 + 24) + 8
