@@ -95,13 +95,13 @@ class TextTargets:
         Captions, noun phrases and verbs each get their own mean, taken over the rows `captions` (the training
         captions) use, and removed from every row of that kind, so validation targets move with them. A row of
         two kinds (a caption that is one noun phrase) ends centred as a caption."""
-        rows = torch.tensor([self._row[c] for c in captions if c in self._row], dtype=torch.long)
+        rows = self._caption_rows(captions)
         if rows.numel() == 0:
             raise ValueError("centring needs at least one caption that has text targets")
         original = self.embeddings.float()  # (U, E)
         embeddings = original.clone()
         for index in (self.action_index, self.object_index, self.global_index):
-            used = index[rows][index[rows] >= 0].unique()  # rows of this kind the training captions use
+            used = _used(index, rows)  # rows of this kind the training captions use
             every = index[index >= 0].unique()  # rows of this kind any caption uses
             if used.numel():
                 mean = original[used].mean(dim=0)  # (E,)
@@ -111,6 +111,9 @@ class TextTargets:
                               self.object_index, self.action_index, meta)
         centred.built = self
         return centred
+
+    def _caption_rows(self, captions: list[str]) -> torch.Tensor:
+        return torch.tensor([self._row[c] for c in captions if c in self._row], dtype=torch.long)
 
     def phrases(self, caption: str) -> tuple[list[str], list[str]]:
         """The noun phrases and verbs found in `caption` (for showing the split in a notebook)."""
@@ -256,6 +259,12 @@ def build_text_targets(captions: list[str], config: StudyConfig, tokenizer, cach
     return targets
 
 
+def _used(index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The distinct embedding rows that captions `rows` point to through `index` (-1 = padding)."""
+    picked = index[rows]
+    return picked[picked >= 0].unique()
+
+
 def constant_guess_cosine(targets: TextTargets, captions: list[str]):
     """Per kind (caption, noun phrase, verb): the mean cosine a head earns by always answering the mean direction
     of the targets `captions` use, as built and (for centred targets) as trained on. One row per kind."""
@@ -263,11 +272,11 @@ def constant_guess_cosine(targets: TextTargets, captions: list[str]):
 
     built = targets.built or targets
     versions = (("as built", built), ("centred", targets)) if targets.built is not None else (("as built", built),)
-    rows = torch.tensor([built._row[c] for c in captions if c in built._row], dtype=torch.long)
+    rows = built._caption_rows(captions)
     table = []
     for kind, index in (("caption (GlobalHead)", built.global_index), ("noun phrase (ObjectHead)", built.object_index),
                         ("verb (ActionHead)", built.action_index)):
-        used = index[rows][index[rows] >= 0].unique()
+        used = _used(index, rows)
         row = {"target": kind, "distinct strings": int(used.numel())}
         for name, version in versions:
             vectors = torch.nn.functional.normalize(version.embeddings[used].float(), dim=-1)  # (n, E)
