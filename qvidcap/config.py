@@ -51,6 +51,8 @@ class DataConfig:
     mini_frame_size: int = 96  # pixels, square
     mini_fps: int = 12  # frames per second
     mini_seconds: float = 3.0  # clip length, seconds
+    mini_backgrounds: tuple[str, ...] = ("black",)  # drawn per clip from these (black, dark_gray, light_gray): each
+    # extra one costs the random backbones most of what they see of count and motion (see minidata's docstring)
 
 
 @dataclass
@@ -113,6 +115,8 @@ class HeadsConfig:
     object_encoder_layers: int = 2  # transformer layers over [motion, objects, context]
     global_layers: int = 1
     dropout: float = 0.1
+    stream_deltas: bool = True  # motion and keyframe tokens also carry how they differ from the clip's mean token
+    # (what changes over the clip: the static background cancels, as in TSN's RGB difference)
     # ablation switches (qvidcap.evaluation.ablations): a head switched off is not built, its output leaves every
     # head after it and the Q-Former memory, and its auxiliary loss is not computed (QVidCap's docstring)
     object_head: bool = True  # False: the ActionHead reads learned constant queries; object and context streams unread

@@ -105,18 +105,20 @@ def overfit(model, tokenizer, steps=60):
     features, input_ids, attention_mask = batch_of(tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
+    losses = []
     for _ in range(steps):
         loss = model(**features, input_ids=input_ids, attention_mask=attention_mask).caption_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return features, loss.item()
+        losses.append(loss.item())
+    return features, losses
 
 
 def test_training_one_batch_drives_the_loss_down_and_generation_stops_at_eos(built):
     model, tokenizer = built
-    features, loss = overfit(model, tokenizer)
-    assert loss < 0.1
+    features, losses = overfit(model, tokenizer)
+    assert losses[-1] < 0.05 * losses[0], losses[::10]  # memorised: the exact captions below are the real check
     expected = [tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in CAPTIONS]
     assert model.generate(**features, num_beams=1, max_new_tokens=20) == expected
     assert model.generate(**features, num_beams=3, max_new_tokens=20) == expected

@@ -296,3 +296,28 @@ def test_features_only_mode_deletes_each_video_once_its_features_are_stored(setu
             continue
         stored = record.video_id in store
         assert record.video_path.exists() != stored, f"{record.video_id}: stored={stored}"  # failed clips keep their file
+
+
+def test_features_of_an_older_mini_dataset_are_made_again_but_vatex_ones_are_kept(setup):
+    import dataclasses
+
+    config, env, records = setup
+    good = [r for r in records if r.video_id.startswith("good")]
+    extract_features(config, env, "train", clips=good[:3], dataset="mini")
+    extract_features(config, env, "train", clips=good[:3], dataset="vatex")
+    other = dataclasses.replace(config, data=dataclasses.replace(config.data, mini_backgrounds=("dark_gray",)))
+    again = extract_features(other, env, "train", clips=good, dataset="mini")  # same videoIDs, other pictures
+    assert (again.already_stored, again.extracted) == (0, 5)
+    store = FeatureStore(env.output_dir / "features" / "mini")
+    assert len(store) == 5 and store.dataset_stamp and store.dataset_stamp != _stamp_of(config)
+    # more clips per split do not change the pictures of the first ones: nothing is redone
+    bigger = dataclasses.replace(other, data=dataclasses.replace(other.data, mini_train_clips=900))
+    assert extract_features(bigger, env, "train", clips=good, dataset="mini").already_stored == 5
+    kept = extract_features(other, env, "train", clips=good[:3], dataset="vatex")
+    assert (kept.already_stored, kept.extracted) == (3, 0)
+
+
+def _stamp_of(config):
+    from qvidcap.features.extract import dataset_stamp
+
+    return dataset_stamp(config, "mini")

@@ -130,3 +130,30 @@ def test_constant_queries_are_the_same_for_every_clip():
 
     queries = ConstantQueries(CONFIG)(4)
     assert queries.shape == (4, 3, 16) and torch.equal(queries[0], queries[3])
+
+
+# ------------------------------------------------------------ stream deltas
+
+
+def test_deltas_put_each_token_beside_its_change_from_the_clip_mean():
+    from qvidcap.model.heads import with_deltas
+
+    tokens = torch.randn(B, T + 3, 12, generator=torch.Generator().manual_seed(1))  # (B, T, D)
+    widened = with_deltas(tokens)
+    assert widened.shape == (B, T + 3, 24)
+    torch.testing.assert_close(widened[..., :12], tokens)
+    torch.testing.assert_close(widened[..., 12:].sum(dim=1), torch.zeros(B, 12), atol=1e-5, rtol=0)
+    # what every step shares (a static background) cancels; a change at one step stays there
+    torch.testing.assert_close(with_deltas(tokens + 5.0)[..., 12:], widened[..., 12:], atol=1e-5, rtol=0)
+    moved = tokens.clone()
+    moved[:, 0] += 1.0
+    change = with_deltas(moved)[..., 12:] - widened[..., 12:]
+    torch.testing.assert_close(change[:, 0], torch.full((B, 12), 1 - 1 / (T + 3)))
+
+
+def test_stream_deltas_widen_only_the_time_ordered_streams():
+    import dataclasses
+
+    widths = lambda p: (p.temporal[0].in_features, p.context[0].in_features, p.objects[0].in_features)  # noqa: E731
+    assert widths(InputProjection(CONFIG)) == (24, 16, 10)  # objects are a set: no order, no delta
+    assert widths(InputProjection(dataclasses.replace(CONFIG, stream_deltas=False))) == (12, 8, 10)

@@ -4,8 +4,9 @@ It exists so the whole study runs offline in minutes and still measures somethin
 what is visible (how many shapes, their colour, shape, size and motion) in varied wording, so a
 caption copied to every clip scores poorly under CIDEr while a model that reads the pixels can
 score well. Everything is a function of `DataConfig.mini_seed` (each clip draws from its own
-generator seeded by `(seed, split, index)`), so the same config gives the same JSON bytes and the
-same decoded frames.
+generator seeded by `(seed, split, index)`), so the same config gives the same JSON bytes, the same
+rendered frames and videos that decode to them up to H.264's rounding (x264 is not always bit-exact
+from one encode to the next: when seen, about 1% of the pixel values moved, by at most 14 levels).
 
 Three steps, each a function: `plan_scene` (draw the attributes), `render_scene` (numpy frames)
 with `caption_scene` (10 English + 10 Chinese captions), and `encode_mp4` (PyAV, libx264, yuv420p).
@@ -32,7 +33,7 @@ from qvidcap.runtime.progress import progress
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when the pictures or captions change, so old copies are regenerated
+GENERATOR_VERSION = 2  # bump when the pictures or captions change, so old copies are regenerated
 
 ANNOTATION_FILES = {
     "train": "vatex_training_v1.0.json",
@@ -101,15 +102,25 @@ def _anchor_range(count: int, half_width: float, row: bool) -> tuple[tuple[float
     return (along, across) if row else (across, along)
 
 
-def plan_scene(rng: np.random.Generator, video_id: str, split: str) -> Scene:
+def background_names(names: tuple[str, ...]) -> list[str]:
+    """`data.mini_backgrounds` as keys of BACKGROUNDS ("dark_gray" names "dark gray": overrides split on spaces)."""
+    keys = [name.replace("_", " ") for name in names]
+    unknown = [name for name, key in zip(names, keys) if key not in BACKGROUNDS]
+    if unknown or not keys:
+        raise ValueError(f"data.mini_backgrounds must name some of {', '.join(b.replace(' ', '_') for b in BACKGROUNDS)}; "
+                         f"got {', '.join(names) or 'none'}")
+    return keys
+
+
+def plan_scene(rng: np.random.Generator, video_id: str, split: str, backgrounds: tuple[str, ...] = tuple(BACKGROUNDS)) -> Scene:
     """Draw one clip's attributes and a start position that keeps every shape inside the frame."""
     count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(SHAPES))
     motion = str(rng.choice(MOTIONS))
     size = {"grow": "small", "shrink": "large"}.get(motion) or str(rng.choice(list(SIZES)))
-    backgrounds = [b for b in BACKGROUNDS if not (b == "light gray" and colour == "yellow")]
-    background = str(rng.choice(backgrounds))
+    allowed = [b for b in backgrounds if not (b == "light gray" and colour == "yellow")] or list(backgrounds)
+    background = str(rng.choice(allowed))
     textured = bool(rng.random() < 0.5)
     half = GROW_RANGE[1] / 2 if motion in ("grow", "shrink") else SIZES[size] / 2
     # a group moving left/right is stacked in a column; every other group stands in a row
@@ -135,12 +146,13 @@ def plan_split(data_cfg: DataConfig, split: str, num_clips: int) -> list[Scene]:
     """The scenes of one split; clip i of a split is the same whatever the other splits' sizes."""
     split_index = list(ANNOTATION_FILES).index(split)
     clip_seconds = max(1, round(data_cfg.mini_seconds))
+    backgrounds = tuple(background_names(data_cfg.mini_backgrounds))
     scenes = []
     for i in range(num_clips):
         rng = np.random.default_rng([data_cfg.mini_seed, split_index, i])
         start = int(rng.integers(0, 600))
         video_id = format_video_id(_youtube_like_id(rng), start, start + clip_seconds)
-        scenes.append(plan_scene(rng, video_id, split))
+        scenes.append(plan_scene(rng, video_id, split, backgrounds))
     return scenes
 
 
@@ -366,7 +378,8 @@ def encode_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        # one thread and fixed settings: x264 then gives the same bytes for the same frames
+        # one thread and fixed settings; even so x264 now and then writes other bytes for the same small frames
+        # (seen at 32 and 64 px, one encode in tens), which decode to nearly the same picture
         stream.options = {"crf": "17", "preset": "fast", "threads": "1"}
         stream.codec_context.thread_count = 1
         for frame in frames:
@@ -383,6 +396,15 @@ def encode_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
 def mini_config_hash(data_cfg: DataConfig) -> str:
     """A hash of everything the mini dataset depends on (and of the generator's version)."""
     keys = {f.name: getattr(data_cfg, f.name) for f in dataclasses.fields(data_cfg) if f.name.startswith("mini_")}
+    keys["generator_version"] = GENERATOR_VERSION
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pictures_hash(data_cfg: DataConfig) -> str:
+    """A hash of what decides each clip's pictures: `mini_config_hash` less the split sizes (clip i is the
+    same whatever they are), so features made from an older dataset can be told apart."""
+    keys = {f.name: getattr(data_cfg, f.name) for f in dataclasses.fields(data_cfg)
+            if f.name.startswith("mini_") and not f.name.endswith("_clips")}
     keys["generator_version"] = GENERATOR_VERSION
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from qvidcap.config import StudyConfig
-from qvidcap.features.extract import extract_features, store_root
+from qvidcap.features.extract import drop_stale_features, extract_features, store_root
 from qvidcap.features.store import FeatureStore
 from qvidcap.runtime.bootstrap import make_or_explain
 from qvidcap.runtime.env import Environment
@@ -25,6 +25,7 @@ def missing_clips(config: StudyConfig, env: Environment, splits: Sequence[str] =
     for split in splits:
         clips = load_clips(config, env, split, missing_ok=True)
         store = FeatureStore(store_root(env, clips.source))
+        drop_stale_features(config, store, clips.source)
         done = set(store.video_ids) | {f["video_id"] for f in store.failures}
         missing[split] = sum(r.video_id not in done for r in clips.records)
     return {split: n for split, n in missing.items() if n}

@@ -68,6 +68,25 @@ def store_root(env: Environment, dataset: str) -> Path:
     return env.output_dir / "features" / dataset
 
 
+def dataset_stamp(config: StudyConfig, dataset: str) -> str:
+    """What a store's features depend on besides the extractors: the mini dataset's pictures (it is
+    regenerated whenever its config or generator changes, under the same videoIDs); "" for VATEX."""
+    if dataset != "mini":
+        return ""
+    from qvidcap.data.minidata import pictures_hash
+
+    return pictures_hash(config.data)
+
+
+def drop_stale_features(config: StudyConfig, store: FeatureStore, dataset: str) -> None:
+    """Empty a mini-dataset store whose features were made from other pictures (a VATEX store is never touched:
+    its videos do not change, and its features cost hours)."""
+    stamp = dataset_stamp(config, dataset)
+    if dataset == "mini" and store.meta and store.dataset_stamp != stamp:
+        logger.info("the mini dataset changed since the features in %s were made; extracting them again", store.root)
+        store.clear()
+
+
 def open_store_for(config: StudyConfig, env: Environment, dataset: str, device: str,
                    extractors: Extractors | None = None) -> tuple[FeatureStore, Extractors]:
     """The dataset's store and the extractors that fill it: the store's own saved ones when it has them."""
@@ -78,7 +97,8 @@ def open_store_for(config: StudyConfig, env: Environment, dataset: str, device: 
             extractors = build_extractors(config, device, weights_dir=saved)
         else:
             extractors = build_extractors(config, device)
-    store.initialise(extractors.describe())  # refuses extractors other than those that filled it
+    drop_stale_features(config, store, dataset)
+    store.initialise(extractors.describe(), dataset_stamp(config, dataset))  # refuses other extractors
     if not (store.extractors_dir / "extractors.json").is_file():
         _save_once(extractors, store.extractors_dir)
     return store, extractors
@@ -116,6 +136,7 @@ def extract_features(config: StudyConfig, env: Environment, split: str, *, worke
     deadline = Deadline.from_env()
     mine = sorted(clips, key=lambda r: r.video_id)[worker_index::num_workers]
     stored = FeatureStore(store_root(env, dataset))
+    drop_stale_features(config, stored, dataset)
     todo = [r for r in mine if r.video_id not in stored]
     report = ExtractionReport(split, stored.root, worker_index, num_workers, len(mine), len(mine) - len(todo), 0, 0, 0.0,
                               extractors=extractors)

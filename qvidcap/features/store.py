@@ -87,6 +87,22 @@ class FeatureStore:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     @property
+    def dataset_stamp(self) -> str:
+        """What the features were made from (`extract.dataset_stamp`); "" for a store older than the stamp."""
+        return str(self.meta.get("dataset_stamp", ""))
+
+    def clear(self) -> None:
+        """Remove every stored feature, failure record and saved extractor: the store starts empty."""
+        import shutil
+
+        for name in ("shards", "extractors"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        for name in ("meta.json", "failures.jsonl"):
+            (self.root / name).unlink(missing_ok=True)
+        self._cache.clear()
+        self.refresh()
+
+    @property
     def video_ids(self) -> list[str]:
         return sorted(self._where)
 
@@ -187,7 +203,7 @@ class FeatureStore:
 
     # ---- writing -----------------------------------------------------------------------------
 
-    def initialise(self, description: dict) -> None:
+    def initialise(self, description: dict, dataset_stamp: str = "") -> None:
         """Record what makes this store's features, or refuse extractors that differ from those that did."""
         meta = self.meta
         if meta:
@@ -205,7 +221,7 @@ class FeatureStore:
 
         _atomic_write_text(self.root / "meta.json", json.dumps(
             {"format": FORMAT_VERSION, "kit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "extractors": description}, indent=2))
+             "dataset_stamp": dataset_stamp, "extractors": description}, indent=2))
 
     def writer(self, worker_index: int = 0, shard_clips: int = 128) -> "ShardWriter":
         return ShardWriter(self, worker_index, shard_clips)

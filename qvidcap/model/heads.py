@@ -60,6 +60,14 @@ class ProjectedStreams:
     object_mask: torch.Tensor  # (B, P) 1 = real box
 
 
+def with_deltas(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) -> (B, T, 2D): each token beside its difference from the clip's mean token.
+
+    On a fixed camera most of a token is the static scene; the difference keeps what moves or changes
+    (TSN's RGB difference, Wang et al. 2016, taken in feature space), which the heads can read linearly."""
+    return torch.cat([tokens, tokens - tokens.mean(dim=1, keepdim=True)], dim=-1)
+
+
 class InputProjection(nn.Module):
     """Linear maps of the temporal (Dt), object (Do) and context (Dc) streams to the common width D,
     each followed by a LayerNorm: L2-normalised CLIP vectors have entries near 1/sqrt(Do), far smaller
@@ -77,10 +85,12 @@ class InputProjection(nn.Module):
                 raise ValueError(f"heads.{name} is {width!r}; fill the feature widths first with "
                                  "qvidcap.model.link_widths(config, store.feature_dims, text_embed_dim)")
         d = config.hidden_size
-        self.temporal = nn.Sequential(nn.Linear(config.temporal_dim, d), nn.LayerNorm(d))
+        self.deltas = config.stream_deltas
+        widen = 2 if self.deltas else 1  # a token and its difference from the clip's mean, side by side
+        self.temporal = nn.Sequential(nn.Linear(widen * config.temporal_dim, d), nn.LayerNorm(d))
         if config.object_head:
             self.objects = nn.Sequential(nn.Linear(config.object_dim, d), nn.LayerNorm(d))
-            self.context = nn.Sequential(nn.Linear(config.context_dim, d), nn.LayerNorm(d))
+            self.context = nn.Sequential(nn.Linear(widen * config.context_dim, d), nn.LayerNorm(d))
         else:
             self.objects = self.context = None
         self.dropout = nn.Dropout(config.dropout)
@@ -88,6 +98,8 @@ class InputProjection(nn.Module):
     def forward(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
                 object_mask: torch.Tensor) -> ProjectedStreams:
         """temporal (B, T, Dt), context (B, N, Dc), objects (B, P, Do), object_mask (B, P) -> widths D."""
+        if self.deltas:
+            temporal, context = with_deltas(temporal), with_deltas(context)  # (B, T, 2 Dt), (B, N, 2 Dc)
         motion = self.temporal(temporal)  # (B, T, D)
         motion = motion + sinusoidal_positions(motion.shape[1], motion.shape[2], motion.device).to(motion.dtype)
         if self.context is None:  # no ObjectHead: nothing reads objects or context
