@@ -393,20 +393,22 @@ def encode_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
 # ---------------------------------------------------------------- the whole dataset
 
 
-def mini_config_hash(data_cfg: DataConfig) -> str:
-    """A hash of everything the mini dataset depends on (and of the generator's version)."""
-    keys = {f.name: getattr(data_cfg, f.name) for f in dataclasses.fields(data_cfg) if f.name.startswith("mini_")}
+def _settings_hash(data_cfg: DataConfig, with_sizes: bool) -> str:
+    keys = {f.name: getattr(data_cfg, f.name) for f in dataclasses.fields(data_cfg)
+            if f.name.startswith("mini_") and (with_sizes or not f.name.endswith("_clips"))}
     keys["generator_version"] = GENERATOR_VERSION
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def mini_config_hash(data_cfg: DataConfig) -> str:
+    """A hash of everything the mini dataset depends on (and of the generator's version)."""
+    return _settings_hash(data_cfg, with_sizes=True)
 
 
 def pictures_hash(data_cfg: DataConfig) -> str:
-    """A hash of what decides each clip's pictures: `mini_config_hash` less the split sizes (clip i is the
-    same whatever they are), so features made from an older dataset can be told apart."""
-    keys = {f.name: getattr(data_cfg, f.name) for f in dataclasses.fields(data_cfg)
-            if f.name.startswith("mini_") and not f.name.endswith("_clips")}
-    keys["generator_version"] = GENERATOR_VERSION
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+    """`mini_config_hash` less the split sizes (clip i is the same whatever they are): what decides each clip's
+    pictures, so features made from an older dataset can be told apart."""
+    return _settings_hash(data_cfg, with_sizes=False)
 
 
 def split_sizes(data_cfg: DataConfig) -> dict[str, int]:

@@ -82,7 +82,7 @@ def drop_stale_features(config: StudyConfig, store: FeatureStore, dataset: str) 
     """Empty a mini-dataset store whose features were made from other pictures (a VATEX store is never touched:
     its videos do not change, and its features cost hours)."""
     stamp = dataset_stamp(config, dataset)
-    if dataset == "mini" and store.meta and store.dataset_stamp != stamp:
+    if stamp and store.meta and store.dataset_stamp != stamp:
         logger.info("the mini dataset changed since the features in %s were made; extracting them again", store.root)
         store.clear()
 
@@ -97,7 +97,6 @@ def open_store_for(config: StudyConfig, env: Environment, dataset: str, device: 
             extractors = build_extractors(config, device, weights_dir=saved)
         else:
             extractors = build_extractors(config, device)
-    drop_stale_features(config, store, dataset)
     store.initialise(extractors.describe(), dataset_stamp(config, dataset))  # refuses other extractors
     if not (store.extractors_dir / "extractors.json").is_file():
         _save_once(extractors, store.extractors_dir)

@@ -98,13 +98,11 @@ class InputProjection(nn.Module):
     def forward(self, temporal: torch.Tensor, context: torch.Tensor, objects: torch.Tensor,
                 object_mask: torch.Tensor) -> ProjectedStreams:
         """temporal (B, T, Dt), context (B, N, Dc), objects (B, P, Do), object_mask (B, P) -> widths D."""
-        if self.deltas:
-            temporal, context = with_deltas(temporal), with_deltas(context)  # (B, T, 2 Dt), (B, N, 2 Dc)
-        motion = self.temporal(temporal)  # (B, T, D)
+        motion = self.temporal(with_deltas(temporal) if self.deltas else temporal)  # (B, T, D) from (B, T, [2] Dt)
         motion = motion + sinusoidal_positions(motion.shape[1], motion.shape[2], motion.device).to(motion.dtype)
         if self.context is None:  # no ObjectHead: nothing reads objects or context
             return ProjectedStreams(motion=self.dropout(motion), objects=None, context=None, object_mask=object_mask)
-        context = self.context(context)  # (B, N, D)
+        context = self.context(with_deltas(context) if self.deltas else context)  # (B, N, D) from (B, N, [2] Dc)
         context = context + sinusoidal_positions(context.shape[1], context.shape[2], context.device).to(context.dtype)
         return ProjectedStreams(
             motion=self.dropout(motion),  # (B, T, D)
